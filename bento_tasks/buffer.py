@@ -1,0 +1,260 @@
+"""The Redis buffer: the only module that speaks Redis.
+
+Layout, all under one ``{prefix}`` hash tag:
+
+- ``queue``: list of events as compact JSON, oldest first.
+- ``batch:<id>``: a claimed batch, list of events exactly as they were queued.
+- ``inflight``: sorted set of batch ids scored by their lease deadline (Redis clock).
+- ``dead``: list of dead letters, each ``<JSON header>\\n<event as queued>``.
+- ``stats``: hash of counters (delivered, failed, batches).
+- ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from . import scripts
+from .conf import Settings, get_settings
+from .exceptions import BufferUnavailable
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Begin:
+    """What BEGIN decided for a batch about to be posted."""
+
+    stale: bool = False  # handed over to another task: do nothing
+    wait: float = 0.0  # seconds until the POST may go (or until it is worth asking again)
+    events: tuple[bytes, ...] = ()  # non-empty when a rate-limit slot was reserved: POST after `wait`
+
+    @property
+    def reserved(self) -> bool:
+        return bool(self.events)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    raw: bytes  # as stored in Redis, the key for replay
+    event: bytes  # the event exactly as it was queued
+    reason: str
+    status: int | None
+    attempts: int
+    time: str
+
+    def as_dict(self) -> dict[str, Any]:
+        try:
+            event: Any = json.loads(self.event)
+        except ValueError:
+            event = self.event.decode("utf-8", "backslashreplace")
+        return {
+            "event": event,
+            "reason": self.reason,
+            "status": self.status,
+            "attempts": self.attempts,
+            "time": self.time,
+        }
+
+
+def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0) -> bytes:
+    header = {
+        "reason": reason,
+        "status": status,
+        "attempts": attempts,
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+def _parse_dead_letter(raw: bytes) -> DeadLetter:
+    header, _, event = raw.partition(b"\n")
+    meta = json.loads(header)
+    return DeadLetter(raw, event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
+
+
+class Buffer:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
+        )
+        tag = "{" + settings.redis_prefix + "}"
+        self.queue_key = f"{tag}:queue"
+        self.inflight_key = f"{tag}:inflight"
+        self.dead_key = f"{tag}:dead"
+        self.stats_key = f"{tag}:stats"
+        self.limiter_key = f"{tag}:limiter"
+        self.paused_key = f"{tag}:paused_until"
+        self._batch_prefix = f"{tag}:batch:"
+        # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
+        register = self.redis.register_script
+        self._claim = register(scripts.CLAIM)
+        self._begin = register(scripts.BEGIN)
+        self._ack = register(scripts.ACK)
+        self._handoff = register(scripts.HANDOFF)
+        self._split = register(scripts.SPLIT)
+        self._bury = register(scripts.BURY)
+        self._reject = register(scripts.REJECT)
+        self._pause = register(scripts.PAUSE)
+        self._replay = register(scripts.REPLAY)
+
+    def batch_key(self, batch_id: str) -> str:
+        return self._batch_prefix + batch_id
+
+    # -- producers -------------------------------------------------------------------------
+
+    def push(self, *events: bytes) -> None:
+        """Append encoded events to the queue; BufferUnavailable if Redis cannot take them."""
+        try:
+            self.redis.rpush(self.queue_key, *events)
+        except redis.RedisError as exc:
+            raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
+
+    def bury_event(self, event: bytes, reason: str) -> None:
+        """Dead-letter one event that never made it into the queue."""
+        self.redis.rpush(self.dead_key, dead_letter_header(reason) + b"\n" + event)
+
+    # -- the flush -------------------------------------------------------------------------
+
+    def claim(self, full_only: bool = False) -> tuple[str, list[bytes]] | None:
+        """Atomically move the next batch from the queue into a leased batch.
+
+        With ``full_only``, a queue too short for a full batch (by count or bytes) is left alone.
+        """
+        batch_id = new_batch_id()
+        s = self.settings
+        items = self._claim(
+            keys=[self.queue_key, self.inflight_key, self.batch_key(batch_id)],
+            args=[s.batch_size, s.batch_max_bytes, s.lease_seconds, batch_id, "1" if full_only else "0"],
+        )
+        return (batch_id, items) if items else None
+
+    def reject(self, batch_id: str, rejected: list[tuple[bytes, str]]) -> int:
+        """Move invalid events of a just-claimed batch to the dead letters; return how many stay."""
+        args: list[Any] = [batch_id]
+        for event, reason in rejected:
+            args += [event, dead_letter_header(reason)]
+        return self._reject(keys=[self.inflight_key, self.batch_key(batch_id), self.dead_key], args=args)
+
+    def recover_expired(self) -> Iterator[str]:
+        """Hand over batches whose lease ran out (their worker died); yield their new ids."""
+        now = self.now()
+        for old in self.redis.zrangebyscore(self.inflight_key, "-inf", now, start=0, num=1000):
+            new = self.handoff(old.decode(), self.settings.lease_seconds, only_if_expired=True)
+            if new:
+                yield new
+
+    def inflight_batches(self) -> int:
+        return self.redis.zcard(self.inflight_key)
+
+    def now(self) -> float:
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1_000_000
+
+    # -- the post task -----------------------------------------------------------------------
+
+    def begin(self, batch_id: str, interval: float, max_sleep: float) -> Begin:
+        reply = self._begin(
+            keys=[self.inflight_key, self.batch_key(batch_id), self.limiter_key, self.paused_key],
+            args=[batch_id, self.settings.lease_seconds, interval, max_sleep],
+        )
+        if reply[0] == -1:
+            return Begin(stale=True)
+        wait = max(0.0, float(reply[1]))
+        return Begin(wait=wait, events=tuple(reply[2]) if reply[0] == 1 else ())
+
+    def ack(self, batch_id: str, accepted: int, failed: int) -> bool:
+        keys = [self.inflight_key, self.batch_key(batch_id), self.stats_key]
+        return bool(self._ack(keys=keys, args=[batch_id, accepted, failed]))
+
+    def handoff(self, batch_id: str, lease: float, only_if_expired: bool = False) -> str | None:
+        new = new_batch_id()
+        keys = [self.inflight_key, self.batch_key(batch_id), self.batch_key(new)]
+        done = self._handoff(keys=keys, args=[batch_id, new, lease, "1" if only_if_expired else "0"])
+        return new if done else None
+
+    def split(self, batch_id: str) -> tuple[str, str] | None:
+        left, right = new_batch_id(), new_batch_id()
+        keys = [self.inflight_key, self.batch_key(batch_id), self.batch_key(left), self.batch_key(right)]
+        done = self._split(keys=keys, args=[batch_id, left, right, self.settings.lease_seconds])
+        return (left, right) if done else None
+
+    def bury(self, batch_id: str, reason: str, status: int | None, attempts: int) -> int:
+        keys = [self.inflight_key, self.batch_key(batch_id), self.dead_key]
+        return self._bury(keys=keys, args=[batch_id, dead_letter_header(reason, status, attempts)])
+
+    def pause(self, seconds: float) -> tuple[bool, float]:
+        """Pause every worker's POSTs; returns (this call started the pause, seconds left)."""
+        started, left = self._pause(keys=[self.paused_key], args=[seconds])
+        return bool(started), float(left)
+
+    # -- status and dead letters -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.queue_key).zrange(self.inflight_key, 0, -1).llen(self.dead_key)
+        pipe.hgetall(self.stats_key).get(self.paused_key).time()
+        queued, batch_ids, dead, stats, paused, (secs, micros) = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            pipe.llen(self.batch_key(batch_id.decode()))
+        in_flight = sum(pipe.execute()) if batch_ids else 0
+        paused_until = float(paused) if paused and float(paused) > secs + micros / 1e6 else None
+        return {
+            "queued": queued,
+            "in_flight": in_flight,
+            "dead": dead,
+            "batches_in_flight": len(batch_ids),
+            "delivered": int(stats.get(b"delivered", 0)),
+            "failed": int(stats.get(b"failed", 0)),
+            "batches_delivered": int(stats.get(b"batches", 0)),
+            "paused_until": (
+                dt.datetime.fromtimestamp(paused_until, dt.timezone.utc).isoformat(timespec="seconds")
+                if paused_until
+                else None
+            ),
+        }
+
+    def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
+        end = -1 if limit < 0 else limit - 1
+        return [_parse_dead_letter(raw) for raw in self.redis.lrange(self.dead_key, 0, end)]
+
+    def replay(self, reason_contains: str | None = None) -> int:
+        """Put dead letters (all, or those whose reason contains the text) back on the queue."""
+        moved = 0
+        for letter in self.dead_letters():
+            if reason_contains is None or reason_contains in letter.reason:
+                moved += self._replay(keys=[self.dead_key, self.queue_key], args=[letter.raw, letter.event])
+        return moved
+
+    def purge_dead(self) -> int:
+        pipe = self.redis.pipeline()
+        pipe.llen(self.dead_key).delete(self.dead_key)
+        count, _ = pipe.execute()
+        return count
+
+
+_lock = threading.Lock()
+_buffer: Buffer | None = None
+
+
+def get_buffer() -> Buffer:
+    """The process-wide buffer for the current settings (rebuilt after ``reset_settings``)."""
+    global _buffer
+    settings = get_settings()
+    if _buffer is None or _buffer.settings is not settings:
+        with _lock:
+            if _buffer is None or _buffer.settings is not settings:
+                _buffer = Buffer(settings)
+    return _buffer

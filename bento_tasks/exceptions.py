@@ -1,0 +1,44 @@
+"""Every error bento_tasks raises.
+
+``BentoError`` is the single base; each subclass also inherits the builtin that
+fits, so ``except ValueError`` keeps working for callers who know nothing of us.
+``ConfigurationError`` deliberately stands outside the base: a broad
+``except BentoError`` around a send must never hide a missing secret key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BentoError(Exception):
+    """Base class of every runtime error of this package."""
+
+
+class InvalidEvent(BentoError, ValueError):
+    """An event that Bento would refuse; ``errors`` maps each field path to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        super().__init__(f"invalid Bento event: {detail}")
+
+
+class BufferUnavailable(BentoError, ConnectionError):
+    """Redis could not be reached, so the event was not stored (and not silently dropped)."""
+
+
+class ConfigurationError(Exception):
+    """A required setting is missing or wrong; the message says which one to set."""
+
+
+def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested error dict into ``{"fields.plan": ["..."]}``."""
+    if isinstance(errors, list):
+        return {prefix or "_schema": [str(m) for m in errors]}
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        # marshmallow's Dict field nests key/value errors under "key"/"value"
+        path = prefix if key in ("value", "key") and prefix else f"{prefix}.{key}" if prefix else str(key)
+        flat.update(flatten_errors(value, path))
+    return flat

@@ -1,0 +1,181 @@
+"""Celery tasks: thin glue between the buffer (Redis) and the client (HTTP).
+
+All three are ``shared_task``s with explicit names, so a Django project's own Celery
+app runs them; none of them creates an app.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Task, shared_task
+
+from .buffer import get_buffer
+from .client import Verdict, post_events
+from .conf import get_settings
+from .events import build_event, encode_event, mask_email, split_valid
+from .exceptions import BufferUnavailable, InvalidEvent
+from .policy import backoff_delay, countdown, dispatch_room, rate_interval
+
+logger = logging.getLogger(__name__)
+
+# A reserved rate-limit slot this close is slept for; a later one goes back to the broker.
+MAX_RATE_SLEEP = 2.0
+
+
+class EventTask(Task):
+    """Stamps and validates an event when ``.delay()`` is called, not when a worker gets to it.
+
+    The event keeps the time it happened, and a bad one raises ``InvalidEvent`` in the caller
+    (naming the field) instead of failing later, unseen, in a worker.
+    """
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        bound = inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
+        call = bound.arguments
+        event = build_event(**call)
+        encode_event(event, get_settings().max_event_bytes)
+        call["date"] = event["date"]
+        return super().apply_async((), call, **options)
+
+
+@shared_task(
+    name="bento_tasks.send_event",
+    base=EventTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(BufferUnavailable,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=None,  # Redis down: keep the message and retry until it is back
+    ignore_result=True,
+)
+def send_event(
+    type: str,
+    email: str,
+    fields: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    date: Any = None,
+) -> None:
+    """Queue one event for Bento (the worker side of ``send_event.delay(...)``)."""
+    settings = get_settings()
+    event = build_event(type, email, fields, details, date)
+    try:
+        raw = encode_event(event, settings.max_event_bytes)
+    except InvalidEvent as exc:
+        # Only a message built around apply_async gets here; keep it where a human can see it.
+        get_buffer().bury_event(json.dumps(event, default=repr).encode(), str(exc))
+        logger.error("bento_tasks: invalid event for %s dead-lettered: %s", mask_email(email, settings), exc)
+        return
+    get_buffer().push(raw)
+
+
+@shared_task(name="bento_tasks.flush_events", ignore_result=True)
+def flush_events() -> dict[str, int]:
+    """Beat task: recover batches of dead workers, then claim, validate and dispatch new ones."""
+    settings = get_settings()
+    buffer = get_buffer()
+    counts = {"recovered": 0, "dispatched": 0, "rejected": 0}
+    for batch_id in buffer.recover_expired():
+        post_batch.delay(batch_id)
+        counts["recovered"] += 1
+    in_flight = buffer.inflight_batches()
+    room = dispatch_room(settings, in_flight)
+    # A tick never runs past the next one, however deep the backlog.
+    deadline = time.monotonic() + settings.flush_interval
+    while room > 0 and time.monotonic() < deadline:
+        # Requests are the scarce resource (about 100 a minute): while batches are still on their
+        # way, a partial batch waits to fill up; with nothing in flight, it goes now.
+        claimed = buffer.claim(full_only=in_flight > 0)
+        if claimed is None:
+            break
+        batch_id, events = claimed
+        valid, rejected = split_valid(events, settings.max_event_bytes)
+        if rejected:
+            buffer.reject(batch_id, rejected)
+            counts["rejected"] += len(rejected)
+            logger.warning("bento_tasks: %d invalid event(s) dead-lettered, e.g. %s", len(rejected), rejected[0][1])
+        if valid:
+            post_batch.delay(batch_id)
+            counts["dispatched"] += 1
+            in_flight += 1
+            room -= 1
+    if any(counts.values()):
+        logger.info("bento_tasks: flush %s", counts)
+    return counts
+
+
+def _later(batch_id: str, attempt: int, wait: float) -> None:
+    settings = get_settings()
+    delay = countdown(settings, wait)
+    new_id = get_buffer().handoff(batch_id, delay + settings.lease_seconds)
+    if new_id:
+        post_batch.apply_async((new_id,), {"attempt": attempt}, countdown=delay)
+
+
+@shared_task(name="bento_tasks.post_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def post_batch(batch_id: str, attempt: int = 0) -> str:
+    """POST one claimed batch; carries only the batch id, never events or secrets."""
+    settings = get_settings()
+    buffer = get_buffer()
+    begin = buffer.begin(batch_id, rate_interval(settings), MAX_RATE_SLEEP)
+    if begin.stale:
+        return "stale"
+    if not begin.reserved:
+        _later(batch_id, attempt, begin.wait)
+        return "deferred"
+    if begin.wait:
+        time.sleep(begin.wait)
+    started = time.monotonic()
+    outcome = post_events(settings, begin.events)
+    size = len(begin.events)
+    logger.info(
+        "bento_tasks: POST batch=%s events=%d status=%s %.0fms results=%d failed=%d",
+        batch_id,
+        size,
+        outcome.status or outcome.detail,
+        (time.monotonic() - started) * 1000,
+        outcome.accepted,
+        outcome.failed,
+    )
+    verdict = outcome.verdict
+    if verdict is Verdict.DELIVERED:
+        buffer.ack(batch_id, outcome.accepted, outcome.failed)
+        if outcome.failed:
+            logger.warning(
+                "bento_tasks: Bento reported %d of %d events failed in batch %s", outcome.failed, size, batch_id
+            )
+    elif verdict is Verdict.RATE_LIMITED:
+        _, left = buffer.pause(outcome.retry_after or backoff_delay(settings, attempt))
+        _later(batch_id, attempt, left)
+    elif verdict is Verdict.CONFIG:
+        started_pause, left = buffer.pause(settings.config_error_pause)
+        if started_pause:
+            logger.error(
+                "bento_tasks: Bento answered %s: check BENTO_PUBLISHABLE_KEY, BENTO_SECRET_KEY, BENTO_SITE_UUID "
+                "and BENTO_API_URL (%s); delivery paused %.0fs, events kept. Bento said: %s",
+                outcome.status,
+                settings.events_url,
+                left,
+                outcome.detail[:200],
+            )
+        _later(batch_id, attempt, left)
+    elif verdict is Verdict.SPLIT:
+        if size == 1:
+            buffer.bury(batch_id, f"Bento refused the event: {outcome.detail}", outcome.status, attempt + 1)
+        else:
+            for half in buffer.split(batch_id) or ():
+                post_batch.delay(half)
+    elif attempt >= settings.max_retries:
+        buried = buffer.bury(batch_id, f"retries exhausted: {outcome.detail}", outcome.status, attempt + 1)
+        logger.error("bento_tasks: batch %s dead-lettered after %d attempts (%d events)", batch_id, attempt + 1, buried)
+    else:
+        if outcome.retry_after:
+            # Bento said when to come back: hold every worker, not just this batch.
+            buffer.pause(outcome.retry_after)
+        _later(batch_id, attempt + 1, backoff_delay(settings, attempt, outcome.retry_after))
+    return verdict.value

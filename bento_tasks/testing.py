@@ -1,0 +1,721 @@
+"""A fake Bento batch-events server for tests.
+
+``FakeBento`` is a real HTTP server on a loopback port that answers
+``POST /api/v1/batch/events?site_uuid=SITE`` the way Bento documents it. It is a
+real server, not a mock of ``requests``, so a test exercises the client's whole
+HTTP stack: URL building, Basic auth, the ``User-Agent`` header, JSON encoding,
+connection pooling and keep-alive, timeouts and retries.
+
+This module imports nothing from the rest of ``bento_tasks`` (only the standard
+library), so it checks the client against Bento's contract rather than against
+the client's own idea of it. Typical use::
+
+    with FakeBento() as bento:
+        # point the client at it: BENTO_API_URL=bento.url,
+        # BENTO_SITE_UUID=bento.site_uuid, BENTO_PUBLISHABLE_KEY=bento.publishable_key,
+        # BENTO_SECRET_KEY=bento.secret_key
+        bento.fail(503, times=2)           # the first two batches meet an outage
+        ...                                # run the code under test
+        events = bento.wait_for_events(3)  # block until 3 events were accepted
+
+A request is checked in the order Bento applies its rules: path (404), method
+(405), ``User-Agent`` (403, HTML like Bento's firewall), ``site_uuid`` and Basic
+auth (401), the per-minute rate limit (429 with ``Retry-After``), scripted
+failures (``fail_for``, then ``fail``), the body (400), ``reject_events`` (422 by
+default). Anything else is accepted: 200 with ``{"results": N, "failed": 0}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+, needed only by type checkers
+
+__all__ = ["FakeBento", "RecordedRequest", "RedisServer"]
+
+_EVENTS_PATH = "/api/v1/batch/events"
+_MAX_EVENTS = 1000
+_EVENT_KEYS = frozenset({"type", "email", "fields", "details", "date"})
+_RATE_WINDOW = 60.0
+_MAX_LINE = 65536
+# Bento's firewall answers a request without User-Agent with an HTML page, not JSON:
+# clients must cope with a non-JSON error body.
+_FORBIDDEN_HTML = (
+    b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head>"
+    b"<body><h1>403 Forbidden</h1><p>Request blocked: a User-Agent header is required.</p>"
+    b"</body></html>"
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it, with the status it answered.
+
+    ``query`` and ``headers`` keep the last value of a repeated name; header
+    names are lower-cased. ``events`` holds the events accepted from this
+    request, empty when it was refused. ``response_body`` is what the fake
+    answered, so a test can assert on the error a client was shown.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    events: list[dict[str, Any]]
+    received_at: float
+    response_body: bytes = b""
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _InvalidBody(Exception):
+    """The request body breaks Bento's documented format; the message says how."""
+
+
+class FakeBento:
+    """A local HTTP server that behaves like Bento's batch events endpoint.
+
+    The server runs in a daemon thread between ``start()`` and ``stop()`` (or
+    inside a ``with`` block). All recorded state is guarded by one lock, so
+    tests may read it while client threads or Celery workers post to it.
+
+    ``delay`` (seconds, default 0) holds every answer back after the request
+    was processed, to provoke client read timeouts. Like a slow real server,
+    the fake has already recorded the events of a delayed request when the
+    client gives up, so a client retry after a timeout yields duplicates: the
+    at-least-once behaviour a client must tolerate.
+    """
+
+    def __init__(
+        self,
+        site_uuid: str = "test-site",
+        publishable_key: str = "pub-key",
+        secret_key: str = "secret-key",
+        rate_limit_per_minute: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Configure the fake; nothing listens until ``start()``.
+
+        ``rate_limit_per_minute`` enables Bento's per-minute limit (it allows
+        about 100 a minute on /batch/*); ``None`` means unlimited. ``host``
+        must be an IPv4 address; ``port`` 0 picks a free port.
+        """
+        if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+            raise ValueError("rate_limit_per_minute must be at least 1, or None")
+        self.site_uuid = site_uuid
+        self.publishable_key = publishable_key
+        self.secret_key = secret_key
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.host = host
+        self.delay: float = 0.0
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._requests: list[RecordedRequest] = []
+        self._events: list[dict[str, Any]] = []
+        self._failures: deque[_Response] = deque()
+        self._down_until = 0.0
+        self._down_status = 503
+        self._reject: tuple[Callable[[dict[str, Any]], bool], int] | None = None
+        # time.monotonic() of each authenticated request let past the rate limiter
+        self._window: deque[float] = deque()
+
+    def __repr__(self) -> str:
+        # Never the secret key: a repr ends up in logs and assertion messages.
+        where = self.url if self._port is not None else "not started"
+        return f"FakeBento({where}, site_uuid={self.site_uuid!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind the port and serve in a daemon thread; returns ``self`` for chaining."""
+        if self._server is not None:
+            raise RuntimeError("FakeBento is already running")
+        self._stopping = threading.Event()
+        server = _Server((self.host, self._requested_port), self)
+        self._port = server.server_address[1]
+        # A short poll interval keeps stop() fast: shutdown() waits for one poll.
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name=f"FakeBento:{self._port}",
+            daemon=True,
+        )
+        self._server = server
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop open keep-alive connections and close the socket.
+
+        Idempotent. Open connections are cut too, so a client's pooled
+        connection cannot keep talking to a fake that is meant to be down.
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The API base URL to use as ``BENTO_API_URL``, e.g. ``http://127.0.0.1:5123/api/v1``."""
+        if self._port is None:
+            raise RuntimeError("FakeBento has no port yet: call start() or use it in a with block")
+        return f"http://{self.host}:{self._port}/api/v1"
+
+    # -- what was received -----------------------------------------------------
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every accepted event, in arrival order (a new list; the dicts are shared, don't mutate them)."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, accepted or refused, in arrival order (a new list)."""
+        with self._lock:
+            return list(self._requests)
+
+    def count_status(self, status: int) -> int:
+        """How many responses had ``status``."""
+        with self._lock:
+            return sum(1 for request in self._requests if request.status == status)
+
+    def wait_for_events(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Block until at least ``count`` events were accepted; return all accepted events.
+
+        Deliveries are asynchronous (Celery, retries), so tests wait for the
+        outcome instead of sleeping. On timeout raise ``AssertionError`` that
+        says what did arrive and the last refusal, which is usually the cause.
+        """
+        with self._changed:
+            if self._changed.wait_for(lambda: len(self._events) >= count, timeout):
+                return list(self._events)
+            statuses = Counter(request.status for request in self._requests)
+            refusals = [request for request in self._requests if request.status != 200]
+            message = (
+                f"FakeBento: expected at least {count} events within {timeout:g}s, "
+                f"got {len(self._events)} from {len(self._requests)} requests "
+                f"(statuses: {dict(sorted(statuses.items())) or 'none'})"
+            )
+            if refusals:
+                last = refusals[-1]
+                answer = last.response_body[:300].decode("utf-8", "replace")
+                message += f"; last refusal: {last.status} {last.method} {last.path}: {answer}"
+        raise AssertionError(message)
+
+    # -- scripting -------------------------------------------------------------
+
+    def fail(
+        self,
+        status: int,
+        times: int = 1,
+        retry_after: str | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Make the next ``times`` requests that pass auth and the rate limit fail with ``status``.
+
+        The events of a failed request are not recorded. ``retry_after`` is
+        sent verbatim as the ``Retry-After`` header (seconds or an HTTP date).
+        ``body`` replaces the default JSON error; it is labelled
+        ``application/json`` if it parses as JSON, else ``text/plain``. Calls
+        queue up: ``fail(503); fail(429, retry_after="2")`` scripts both, in order.
+        """
+        _check_status(status)
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        headers = (("Retry-After", retry_after),) if retry_after is not None else ()
+        if body is None:
+            response = _json_error(status, f"scripted failure {status}", headers)
+        else:
+            response = _Response(status, body, _sniff_content_type(body), headers)
+        with self._lock:
+            self._failures.extend([response] * times)
+
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Fail every authenticated request with ``status`` for the next ``seconds`` ("Bento is down")."""
+        _check_status(status)
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+            self._down_status = status
+
+    def reject_events(
+        self,
+        predicate: Callable[[dict[str, Any]], bool] | None,
+        status: int = 422,
+    ) -> None:
+        """Refuse, whole, any valid batch holding an event for which ``predicate(event)`` is true.
+
+        This plays Bento refusing a poison event: the answer is ``status`` with
+        a JSON error naming the event's index, and no event of that batch is
+        recorded. ``None`` stops rejecting.
+        """
+        _check_status(status)
+        with self._lock:
+            self._reject = None if predicate is None else (predicate, status)
+
+    def reset(self) -> None:
+        """Forget recorded requests and events, scripted failures, rejections, the rate window and ``delay``.
+
+        Configuration given to ``__init__`` is kept, and the server keeps running.
+        """
+        with self._lock:
+            self._requests.clear()
+            self._events.clear()
+            self._failures.clear()
+            self._down_until = 0.0
+            self._reject = None
+            self._window.clear()
+        self.delay = 0.0
+
+    # -- request processing (called from server threads) -----------------------
+
+    def _handle(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        framing_error: str | None,
+    ) -> _Response:
+        """Decide the answer to one request, record it, then apply ``delay``."""
+        received_at = time.time()
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if framing_error is not None:
+            response = _json_error(400, framing_error)
+        else:
+            response = self._answer(method, parts.path, query, headers, body)
+        request = RecordedRequest(
+            method=method,
+            path=parts.path,
+            query=query,
+            headers=headers,
+            body=body,
+            status=response.status,
+            events=response.events,
+            received_at=received_at,
+            response_body=response.body,
+        )
+        with self._changed:
+            self._requests.append(request)
+            if request.events:
+                self._events.extend(request.events)
+                self._changed.notify_all()
+        delay = self.delay
+        if delay > 0:
+            self._stopping.wait(delay)
+        return response
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> _Response:
+        if path != _EVENTS_PATH:
+            return _json_error(404, f"no route for {path!r}; events go to POST {_EVENTS_PATH}")
+        if method != "POST":
+            return _json_error(405, f"{method} not allowed; use POST", (("Allow", "POST"),))
+        if not headers.get("user-agent", "").strip():
+            return _Response(403, _FORBIDDEN_HTML, "text/html; charset=utf-8")
+        if query.get("site_uuid") != self.site_uuid:
+            return _json_error(401, "unknown or missing site_uuid")
+        if _basic_credentials(headers.get("authorization", "")) != (
+            self.publishable_key,
+            self.secret_key,
+        ):
+            return _json_error(401, "invalid HTTP Basic credentials (publishable key:secret key)")
+        with self._lock:
+            refusal = self._rate_limited() or self._scripted_failure()
+            reject = self._reject
+        if refusal is not None:
+            return refusal
+        try:
+            events = _parse_batch(headers.get("content-type", ""), body)
+        except _InvalidBody as exc:
+            return _json_error(400, str(exc))
+        if reject is not None:
+            predicate, status = reject
+            for index, event in enumerate(events):
+                if predicate(event):
+                    return _json_error(status, f"events[{index}] was refused")
+        payload = json.dumps({"results": len(events), "failed": 0}).encode()
+        return _Response(200, payload, events=events)
+
+    def _rate_limited(self) -> _Response | None:
+        """Admit the request into the sliding window, or answer 429 (caller holds the lock).
+
+        A refused request takes no slot, so ``Retry-After`` is exactly when the
+        oldest request leaves the window.
+        """
+        limit = self.rate_limit_per_minute
+        if limit is None:
+            return None
+        now = time.monotonic()
+        window = self._window
+        while window and window[0] <= now - _RATE_WINDOW:
+            window.popleft()
+        if len(window) >= limit:
+            wait = max(1, math.ceil(window[0] + _RATE_WINDOW - now))
+            message = f"rate limit of {limit} requests per minute exceeded"
+            return _json_error(429, message, (("Retry-After", str(wait)),))
+        window.append(now)
+        return None
+
+    def _scripted_failure(self) -> _Response | None:
+        """The ``fail_for`` outage, else the next queued ``fail`` (caller holds the lock)."""
+        if time.monotonic() < self._down_until:
+            return _json_error(self._down_status, "Bento is down (scripted by fail_for)")
+        if self._failures:
+            return self._failures.popleft()
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its FakeBento and can cut open connections."""
+
+    daemon_threads = True
+    # The default backlog of 5 drops connections when many workers connect at
+    # once, and a dropped SYN costs the client a one-second retransmit.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], fake: FakeBento) -> None:
+        self.fake = fake
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, a DNS query that can
+        # stall for seconds on some machines; the fake has no use for it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = port
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Shut down every open client connection, waking handler threads blocked on it."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out and hung up, or stop() cutting a connection,
+        # is normal in tests; only real errors deserve a traceback.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP plumbing only: read the request, let FakeBento decide, write the answer."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, like Bento
+    server_version = "FakeBento"
+    # http.server writes headers and body separately. On a keep-alive
+    # connection, Nagle's algorithm plus the client's delayed ACK then stall
+    # every request by ~40 ms. No Nagle, and a buffered wfile so the whole
+    # answer leaves in one send when handle_one_request flushes it.
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024
+
+    def _serve(self) -> None:
+        try:
+            body, framing_error = self._read_body(), None
+        except ValueError as exc:
+            # The request's framing is broken, so the connection cannot be reused.
+            body, framing_error = b"", f"malformed request body: {exc}"
+            self.close_connection = True
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = self.server.fake._handle(self.command, self.path, headers, body, framing_error)
+        if self.server.fake._stopping.is_set():
+            self.close_connection = True
+            return
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    # Every method reaches the same checks, so a wrong method gets Bento's 405
+    # rather than http.server's 501.
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+    def handle_expect_100(self) -> bool:
+        # The buffered wfile would hold "100 Continue" back until the final
+        # answer, and a client waiting for it (curl does) would stall.
+        accepted = super().handle_expect_100()
+        self.wfile.flush()
+        return accepted
+
+    def _read_body(self) -> bytes:
+        """Read the body by Content-Length or chunked encoding.
+
+        The body is always consumed, even when the answer will be an error, so
+        the next request on a keep-alive connection starts at a clean boundary.
+        Raises ValueError if the framing is malformed, and ConnectionResetError
+        if the client hangs up mid-body (then nothing is recorded or answered).
+        """
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        size = int(length)
+        if size < 0:
+            raise ValueError(f"negative Content-Length {length!r}")
+        return self._read_exactly(size)
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            line = self._read_line()
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size < 0:
+                raise ValueError(f"negative chunk size in {line!r}")
+            if size == 0:
+                break
+            chunks.append(self._read_exactly(size))
+            self._read_line()  # the CRLF closing the chunk
+        while self._read_line() not in (b"\r\n", b"\n"):
+            pass  # trailer fields, unused
+        return b"".join(chunks)
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionResetError("client closed the connection mid-body")
+        return data
+
+    def _read_line(self) -> bytes:
+        line = self.rfile.readline(_MAX_LINE)
+        if not line:
+            raise ConnectionResetError("client closed the connection mid-body")
+        return line
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: one stderr line per request would drown test output."""
+
+
+def _json_error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
+    return _Response(status, json.dumps({"error": message}).encode(), headers=headers)
+
+
+def _sniff_content_type(body: bytes) -> str:
+    try:
+        json.loads(body)
+    except ValueError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def _check_status(status: int) -> None:
+    if not 200 <= status <= 599:
+        raise ValueError(f"status must be a final HTTP status (200-599), got {status}")
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """The (user, password) of an HTTP Basic ``Authorization`` header, or None if it is not one."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+def _reject_constant(name: str) -> None:
+    raise _InvalidBody(f"body is not valid JSON: {name} is not a JSON value")
+
+
+def _parse_batch(content_type: str, body: bytes) -> list[dict[str, Any]]:
+    """The events of a batch body, or _InvalidBody naming the first problem."""
+    try:
+        # NaN and Infinity are Python's extensions, not JSON: Bento refuses them.
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bad UTF-8
+        raise _InvalidBody(f"body is not valid JSON: {exc}") from None
+    # A wrong Content-Type gets 400 rather than 415: Bento's docs list only 400
+    # for a bad body, so that is what a client has to handle.
+    if not content_type.lower().startswith("application/json"):
+        raise _InvalidBody(f"Content-Type must be application/json, got {content_type!r}")
+    if not isinstance(payload, dict) or "events" not in payload:
+        raise _InvalidBody('body must be a JSON object with an "events" list')
+    events = payload["events"]
+    if not isinstance(events, list):
+        raise _InvalidBody('"events" must be a list')
+    if not 1 <= len(events) <= _MAX_EVENTS:
+        raise _InvalidBody(f'"events" must hold 1 to {_MAX_EVENTS} events, got {len(events)}')
+    for index, event in enumerate(events):
+        _check_event(index, event)
+    return events
+
+
+def _check_event(index: int, event: object) -> None:
+    where = f"events[{index}]"
+    if not isinstance(event, dict):
+        raise _InvalidBody(f"{where} must be an object")
+    unknown = sorted(event.keys() - _EVENT_KEYS)
+    if unknown:
+        raise _InvalidBody(f"{where} has unknown key(s): {', '.join(unknown)}")
+    for key in ("type", "email"):
+        value = event.get(key)
+        if not isinstance(value, str) or not value:
+            raise _InvalidBody(f"{where}.{key} is required and must be a non-empty string")
+    if "@" not in event["email"]:
+        raise _InvalidBody(f"{where}.email must be an email address")
+    if "fields" in event:
+        fields = event["fields"]
+        if not isinstance(fields, dict):
+            raise _InvalidBody(f"{where}.fields must be an object")
+        for name, value in fields.items():
+            if isinstance(value, (dict, list)):
+                raise _InvalidBody(f"{where}.fields.{name} must not be an object or array (fields are flat)")
+    if "details" in event and not isinstance(event["details"], dict):
+        raise _InvalidBody(f"{where}.details must be an object")
+    if "date" in event and not _is_iso8601(event["date"]):
+        raise _InvalidBody(f"{where}.date must be an ISO-8601 date-time string")
+
+
+def _is_iso8601(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    # Before Python 3.11, fromisoformat() does not accept a trailing "Z".
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+class RedisServer:
+    """A private ``redis-server`` process on a free loopback port, for tests and demos.
+
+    Tests must not share, or flush, a Redis they did not start; this one belongs to its
+    creator. ``stop(signal.SIGKILL)`` and ``start()`` again simulate a crash; with
+    ``appendonly=True`` every write is fsynced first, so accepted data survives it.
+    """
+
+    def __init__(self, directory: str | None = None, appendonly: bool = False, port: int = 0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not on PATH")
+        self.binary = binary
+        self.directory = directory or tempfile.mkdtemp(prefix="bento-redis-")
+        self.appendonly = appendonly
+        self.port = port or _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", ""]
+        args += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self._pongs():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            self.process.wait(10)
+        self.process = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _pongs(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,220 @@
+"""Fixtures: a private Redis, the fake Bento, settings pointing at both, and live Celery workers.
+
+Tests never touch the Redis on 6379. Each session starts its own ``redis-server`` on a free
+port (fakeredis's TCP server only where no binary exists, and never when
+BENTO_TESTS_REQUIRE_REDIS=1, as CI sets), and only that server is ever flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bento_tasks import conf
+from bento_tasks.testing import FakeBento, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+BUFFER_DB, BROKER_DB = 0, 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class FakeRedisTcp:
+    """fakeredis's TCP server, for machines without a redis-server binary."""
+
+    def __init__(self) -> None:
+        from fakeredis import TcpFakeServer
+
+        self.port = free_port()
+        self.server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, db: int = BUFFER_DB) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> FakeRedisTcp:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def has_redis_binary() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+needs_redis_binary = pytest.mark.skipif(
+    not has_redis_binary() and os.environ.get("BENTO_TESTS_REQUIRE_REDIS") != "1",
+    reason="needs a real redis-server process to stop and restart",
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer | FakeRedisTcp]:
+    if has_redis_binary():
+        server: RedisServer | FakeRedisTcp = RedisServer(str(tmp_path_factory.mktemp("redis"))).start()
+    elif os.environ.get("BENTO_TESTS_REQUIRE_REDIS") == "1":
+        pytest.exit("BENTO_TESTS_REQUIRE_REDIS=1 but no redis-server binary is on PATH", returncode=3)
+    else:
+        server = FakeRedisTcp().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The buffer's Redis URL, on a server this session started, emptied for each test."""
+    redis.Redis.from_url(redis_server.url()).flushall()
+    return redis_server.url(BUFFER_DB)
+
+
+@pytest.fixture
+def broker_url(redis_server, redis_url) -> str:
+    return redis_server.url(BROKER_DB)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBento]:
+    with FakeBento(site_uuid="site-123", publishable_key="pub-abc", secret_key="sekrit-xyz-do-not-log") as server:
+        yield server
+
+
+@pytest.fixture
+def bento_env(monkeypatch, redis_url, fake) -> dict[str, str]:
+    """Point bento_tasks at the private Redis and the fake Bento, through the environment."""
+    env = {
+        "BENTO_SITE_UUID": fake.site_uuid,
+        "BENTO_PUBLISHABLE_KEY": fake.publishable_key,
+        "BENTO_SECRET_KEY": fake.secret_key,
+        "BENTO_API_URL": fake.url,
+        "BENTO_REDIS_URL": redis_url,
+        "BENTO_RATE_LIMIT": "0",
+        "BENTO_FLUSH_INTERVAL": "0.5",
+        "BENTO_RETRY_BACKOFF": "0.2",
+        "BENTO_RETRY_BACKOFF_MAX": "1",
+        "BENTO_TIMEOUT": "5",
+        "BENTO_CONNECT_TIMEOUT": "2",
+    }
+    for key in [k for k in os.environ if k.startswith("BENTO_") and k != "BENTO_TESTS_REQUIRE_REDIS"]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    conf.reset_settings()
+    yield env
+    conf.reset_settings()
+
+
+@pytest.fixture
+def buffer(bento_env):
+    from bento_tasks.buffer import get_buffer
+
+    return get_buffer()
+
+
+@pytest.fixture
+def celery_app(broker_url):
+    """The standalone app, pointed at the private broker, as the current app of this process."""
+    from bento_tasks.celery import app
+
+    app.conf.broker_url = broker_url
+    app.set_current()
+    app.set_default()
+    return app
+
+
+class Worker:
+    """A real ``celery -A bento_tasks worker -B`` process (its own process group, so kill -9 takes all)."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, name: str, beat: bool, concurrency: int) -> None:
+        self.log_path = workdir / f"{name}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bento_tasks",
+            "worker",
+            "-l",
+            "info",
+            "--concurrency",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        if beat:
+            args += ["-B", "-s", str(workdir / f"{name}-beat-schedule")]
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_until(
+            lambda: b" ready." in self.log_path.read_bytes() or self.process.poll() is not None,
+            60,
+            message=f"worker {name} to start",
+        )
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker {name} exited at start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once: no clean shutdown, no acks."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(bento_env, broker_url, tmp_path):
+    """Start live workers with this test's settings; all are stopped at teardown."""
+    workers: list[Worker] = []
+
+    def start(name: str = "w1", beat: bool = True, concurrency: int = 2, **overrides: str) -> Worker:
+        env = {**os.environ, **bento_env, "CELERY_BROKER_URL": broker_url, **overrides}
+        worker = Worker(env, tmp_path, f"{name}-{len(workers)}", beat, concurrency)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -1,0 +1,120 @@
+"""The HTTP client: pure request building and response classification, then real POSTs to the fake."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+
+import pytest
+
+from bento_tasks import __version__
+from bento_tasks.client import Verdict, build_post, classify, parse_retry_after, post_events
+from bento_tasks.conf import Settings
+
+SETTINGS = Settings(site_uuid="site-1", publishable_key="pub", secret_key="sec", api_url="https://bento.test/api/v1")
+EVENTS = [b'{"type":"t","email":"a@example.com"}', b'{"type":"u","email":"b@example.com"}']
+
+
+def test_build_post_joins_encoded_events_without_reencoding():
+    """The body is {"events": [...]} made of the queued JSON, with auth, type and user agent."""
+    post = build_post(SETTINGS, EVENTS)
+    assert post.url == "https://bento.test/api/v1/batch/events"
+    assert post.params == {"site_uuid": "site-1"}
+    assert json.loads(post.body) == {"events": [json.loads(e) for e in EVENTS]}
+    assert post.headers["Authorization"] == "Basic " + base64.b64encode(b"pub:sec").decode()
+    assert post.headers["Content-Type"] == "application/json"
+    assert f"bento-tasks/{__version__}" in post.headers["User-Agent"]
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.DELIVERED),
+        (201, Verdict.DELIVERED),
+        (429, Verdict.RATE_LIMITED),
+        (408, Verdict.RETRY),
+        (500, Verdict.RETRY),
+        (502, Verdict.RETRY),
+        (503, Verdict.RETRY),
+        (504, Verdict.RETRY),
+        (400, Verdict.SPLIT),
+        (413, Verdict.SPLIT),
+        (422, Verdict.SPLIT),
+        (401, Verdict.CONFIG),
+        (403, Verdict.CONFIG),
+        (404, Verdict.CONFIG),
+        (301, Verdict.CONFIG),
+        (405, Verdict.CONFIG),
+    ],
+)
+def test_classify_maps_every_status(status, verdict):
+    """Each status code Bento documents leads to its handling."""
+    assert classify(status, {}, b"", 2, now=0).verdict is verdict
+
+
+def test_classify_reads_results_and_failed():
+    """A 2xx answer's results and failed counts are kept."""
+    outcome = classify(200, {}, b'{"results": 7, "failed": 3}', 10, now=0)
+    assert (outcome.accepted, outcome.failed) == (7, 3)
+
+
+def test_classify_trusts_a_2xx_with_an_unreadable_body():
+    """Bento accepted the batch even if its answer is not JSON: it is not sent again."""
+    outcome = classify(200, {}, b"<html>ok</html>", 10, now=0)
+    assert outcome.verdict is Verdict.DELIVERED and outcome.accepted == 10
+
+
+def test_retry_after_seconds_and_http_date():
+    """Retry-After is read both as delta-seconds and as an HTTP date."""
+    now = 1_700_000_000.0
+    assert parse_retry_after("120", now) == 120
+    assert parse_retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == pytest.approx(90)
+    assert parse_retry_after(email.utils.formatdate(now - 90, usegmt=True), now) == 0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+    assert classify(429, {"Retry-After": "7"}, b"", 1, now).retry_after == 7
+
+
+def _settings_for(fake, **overrides) -> Settings:
+    values = dict(
+        site_uuid=fake.site_uuid,
+        publishable_key=fake.publishable_key,
+        secret_key=fake.secret_key,
+        api_url=fake.url,
+        timeout=2,
+        connect_timeout=1,
+    )
+    return Settings(**{**values, **overrides})
+
+
+def test_post_reaches_the_fake_with_auth_site_and_headers(fake):
+    """A real POST is accepted by the fake, which checks path, site_uuid, Basic auth and body."""
+    outcome = post_events(_settings_for(fake), EVENTS)
+    assert outcome.verdict is Verdict.DELIVERED and outcome.accepted == 2
+    [request] = fake.requests
+    assert request.query["site_uuid"] == fake.site_uuid
+    assert request.headers["user-agent"].startswith("bento-tasks/")
+    assert [e["email"] for e in fake.events] == ["a@example.com", "b@example.com"]
+
+
+def test_wrong_key_is_a_configuration_fault(fake):
+    """A 401 from bad credentials is classified CONFIG, not retried as transient."""
+    outcome = post_events(_settings_for(fake, secret_key="wrong"), EVENTS)
+    assert (outcome.verdict, outcome.status) == (Verdict.CONFIG, 401)
+
+
+def test_connection_refused_and_timeouts_are_retried(fake):
+    """Network failures become RETRY, and their detail never carries the secret key."""
+    settings = _settings_for(fake)
+    fake.stop()
+    refused = post_events(settings, EVENTS)
+    assert refused.verdict is Verdict.RETRY and refused.status is None
+    assert settings.secret_key not in refused.detail
+
+
+def test_read_timeout_is_retried(fake):
+    """A server slower than BENTO_TIMEOUT is a RETRY."""
+    fake.delay = 1.0
+    outcome = post_events(_settings_for(fake, timeout=0.2), EVENTS)
+    assert outcome.verdict is Verdict.RETRY and "Timeout" in outcome.detail

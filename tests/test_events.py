@@ -1,0 +1,88 @@
+"""Building and encoding events, and the flush's check of raw queue entries: pure functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import pytest
+
+from bento_tasks.events import build_event, encode_event, mask_email, split_valid
+from bento_tasks.exceptions import InvalidEvent
+
+LIMIT = 64 * 1024
+
+
+def test_missing_date_is_stamped_with_the_call_time():
+    """An event without a date carries the time it was built, in UTC."""
+    before = dt.datetime.now(dt.timezone.utc)
+    event = json.loads(encode_event(build_event("t", "a@example.com"), LIMIT))
+    assert before <= dt.datetime.fromisoformat(event["date"]) <= dt.datetime.now(dt.timezone.utc)
+
+
+def test_given_date_is_kept():
+    """A caller's date backdates the event and is not replaced."""
+    event = json.loads(encode_event(build_event("t", "a@example.com", date="2024-01-02T03:04:05+00:00"), LIMIT))
+    assert event["date"] == "2024-01-02T03:04:05+00:00"
+
+
+def test_python_values_are_serialized_as_iso_and_strings():
+    """datetime, date, Decimal and UUID in fields/details become ISO 8601 or plain strings."""
+    order = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    event = build_event(
+        "$purchase",
+        "a@example.com",
+        fields={"since": dt.date(2024, 1, 2), "ltv": decimal.Decimal("12.50")},
+        details={"order": order, "at": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)},
+        date=dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+    )
+    decoded = json.loads(encode_event(event, LIMIT))
+    assert decoded["fields"] == {"since": "2024-01-02", "ltv": "12.50"}
+    assert decoded["details"] == {"order": str(order), "at": "2024-01-02T03:04:05+00:00"}
+    assert decoded["date"] == "2024-01-02T03:04:05+00:00"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"email": "nope"}, "email"),
+        ({"fields": {"plan": {"tier": 1}}}, "fields.plan"),
+        ({"details": {"tags": {1, 2}}}, "details.tags"),
+        ({"details": {"score": [1.0, float("nan")]}}, "details.score.1"),
+        ({"details": {"text": "\ud800"}}, "details.text"),
+        ({"details": {"blob": "x" * LIMIT}}, "_event"),
+    ],
+)
+def test_encode_refuses_bad_events_naming_the_field(kwargs, field):
+    """InvalidEvent is a ValueError whose errors and message name the offending field."""
+    args = {"type": "t", "email": "a@example.com", **kwargs}
+    with pytest.raises(InvalidEvent) as raised:
+        encode_event(build_event(**args), LIMIT)
+    assert isinstance(raised.value, ValueError)
+    assert field in raised.value.errors
+    assert field in str(raised.value)
+
+
+def test_split_valid_keeps_valid_entries_byte_for_byte():
+    """Valid raw entries pass unchanged; each invalid one comes back with a reason."""
+    good = b'{"type":"t","email":"a@example.com"}'
+    entries = [good, b"\xff\xfe not utf-8", b"[1, 2]", b'{"type":"t","email":"bad"}', b"x" * (LIMIT + 1)]
+    valid, rejected = split_valid(entries, LIMIT)
+    assert valid == [good]
+    reasons = dict(rejected)
+    assert set(reasons) == set(entries[1:])
+    assert "email" in reasons[entries[3]]
+    assert "BENTO_MAX_EVENT_BYTES" in reasons[entries[4]]
+
+
+def test_mask_email_hides_the_local_part():
+    """Log lines show j***@example.com unless masking is off."""
+
+    class Settings:
+        mask_emails = True
+
+    assert mask_email("jesse@example.com", Settings) == "j***@example.com"
+    Settings.mask_emails = False
+    assert mask_email("jesse@example.com", Settings) == "jesse@example.com"

@@ -1,0 +1,257 @@
+"""The tasks' logic in this process, against the real Redis and the real fake Bento.
+
+Dispatches (``post_batch.delay`` / ``apply_async``) are recorded instead of sent to a
+broker, so each test drives the pipeline step by step; tests/test_e2e.py runs it live.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from bento_tasks import InvalidEvent, conf, send_event, tasks, track
+
+
+class Dispatches:
+    """Stands in for ``post_batch`` inside the tasks module; records what would be sent."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+        self.pending: list[tuple[str, int, float]] = []
+        self.sent: list[tuple[str, int, float]] = []
+        self.lock = threading.Lock()
+
+    def delay(self, batch_id: str, attempt: int = 0) -> None:
+        self.apply_async((batch_id,), {"attempt": attempt})
+
+    def apply_async(self, args, kwargs=None, countdown: float = 0) -> None:
+        call = (args[0], (kwargs or {}).get("attempt", 0), countdown)
+        with self.lock:
+            self.pending.append(call)
+            self.sent.append(call)
+
+    def run_next(self) -> str:
+        batch_id, attempt, _ = self.pending.pop(0)
+        return self.task.run(batch_id, attempt)
+
+    def run_all(self, limit: int = 1000) -> list[str]:
+        results = []
+        while self.pending and limit:
+            results.append(self.run_next())
+            limit -= 1
+        return results
+
+
+@pytest.fixture
+def dispatches(monkeypatch, bento_env):
+    recorder = Dispatches(tasks.post_batch)
+    monkeypatch.setattr(tasks, "post_batch", recorder)
+    return recorder
+
+
+def configure(monkeypatch, **values: str) -> None:
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    conf.reset_settings()
+
+
+def queue_events(n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        track("signup", f"user{i}@example.com", fields={"n": i})
+
+
+def test_flush_drains_a_deep_backlog_in_one_tick(monkeypatch, buffer, dispatches, fake):
+    """20,000 queued events become 20 full batches from a single flush, not 20 ticks."""
+    configure(monkeypatch, BENTO_FLUSH_INTERVAL="5")  # a tick may take up to one interval
+    queue_events(20_000)
+    counts = tasks.flush_events.run()
+    assert counts["dispatched"] == 20
+    assert [len(buffer.redis.lrange(buffer.batch_key(b), 0, -1)) for b, _, _ in dispatches.pending] == [1000] * 20
+    dispatches.run_all()
+    assert len(fake.events) == 20_000 and len({e["fields"]["n"] for e in fake.events}) == 20_000
+    assert buffer.status()["delivered"] == 20_000 and buffer.status()["in_flight"] == 0
+
+
+def test_flush_keeps_only_the_rate_share_in_flight(monkeypatch, buffer, dispatches):
+    """Under a rate limit a flush claims about two ticks' worth of batches, not the whole backlog."""
+    configure(monkeypatch, BENTO_RATE_LIMIT="100", BENTO_FLUSH_INTERVAL="5", BENTO_BATCH_SIZE="10")
+    queue_events(1000)
+    assert tasks.flush_events.run()["dispatched"] == 18
+    assert tasks.flush_events.run()["dispatched"] == 0
+
+
+def test_batch_is_removed_only_after_bento_accepts(buffer, dispatches, fake):
+    """A 503 keeps the batch in Redis and schedules a retry; only the later 200 removes it."""
+    queue_events(5)
+    tasks.flush_events.run()
+    fake.fail(503, times=1)
+    assert dispatches.run_next() == "retry"
+    assert buffer.status()["in_flight"] == 5 and fake.events == []
+    _, attempt, countdown = dispatches.pending[0]
+    assert attempt == 1 and 0.1 <= countdown <= 0.2  # BENTO_RETRY_BACKOFF=0.2: half step to full step
+    assert dispatches.run_next() == "delivered"
+    assert buffer.status()["in_flight"] == 0 and len(fake.events) == 5
+
+
+def test_429_pauses_every_worker_until_retry_after(buffer, dispatches, fake):
+    """A 429 with Retry-After pauses all POSTs that long; nothing is lost or sent early."""
+    queue_events(2000)
+    tasks.flush_events.run()
+    fake.fail(429, times=1, retry_after="1")
+    assert dispatches.run_next() == "rate_limited"
+    assert buffer.status()["paused_until"] is not None
+    # The other batch, posted during the pause, does not reach Bento.
+    assert dispatches.run_next() == "deferred"
+    assert fake.count_status(200) == 0
+    assert all(0.5 < countdown <= 1 for _, _, countdown in dispatches.pending)
+    time.sleep(1.1)
+    assert dispatches.run_all() == ["delivered", "delivered"]
+    assert len(fake.events) == 2000
+
+
+def test_retry_after_http_date_is_honoured(buffer, dispatches, fake):
+    """Retry-After given as an HTTP date pauses until that moment."""
+    import email.utils
+
+    queue_events(1)
+    tasks.flush_events.run()
+    fake.fail(503, times=1, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+    dispatches.run_next()
+    assert 28 <= buffer.pause(0)[1] <= 30
+    # The countdown is capped at BENTO_RETRY_BACKOFF_MAX (1 s here); the wait itself lives in Redis.
+    [(_, _, countdown)] = dispatches.pending
+    assert countdown == 1
+    assert dispatches.run_next() == "deferred"
+    assert fake.count_status(503) == 1 and fake.count_status(200) == 0
+
+
+def test_poison_event_is_isolated_and_the_rest_delivered(buffer, dispatches, fake):
+    """A 422 on a batch halves it until the one bad event stands alone in the dead letters."""
+    queue_events(100)
+    fake.reject_events(lambda event: event["email"] == "user37@example.com")
+    tasks.flush_events.run()
+    dispatches.run_all()
+    assert len(fake.events) == 99
+    [letter] = buffer.dead_letters()
+    assert json.loads(letter.event)["email"] == "user37@example.com"
+    assert letter.status == 422 and "Bento refused" in letter.reason
+    assert buffer.status()["in_flight"] == 0
+
+
+def test_config_fault_keeps_events_pauses_and_logs_once(monkeypatch, buffer, dispatches, fake, caplog):
+    """A 401 keeps every event, pauses delivery and logs one error that names the settings to check."""
+    configure(monkeypatch, BENTO_SECRET_KEY="wrong-secret", BENTO_CONFIG_ERROR_PAUSE="60")
+    queue_events(2000)
+    tasks.flush_events.run()
+    with caplog.at_level(logging.INFO, logger="bento_tasks"):
+        assert dispatches.run_next() == "config"
+        assert dispatches.run_next() == "deferred"
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "BENTO_SECRET_KEY" in errors[0].getMessage()
+    assert "wrong-secret" not in caplog.text
+    status = buffer.status()
+    assert status["in_flight"] == 2000 and status["dead"] == 0 and status["paused_until"]
+
+
+def test_exhausted_retries_dead_letter_the_batch(monkeypatch, buffer, dispatches, fake):
+    """After BENTO_MAX_RETRIES retries the batch goes to dead letters with status and attempts."""
+    configure(monkeypatch, BENTO_MAX_RETRIES="2")
+    queue_events(3)
+    tasks.flush_events.run()
+    fake.fail(500, times=10)
+    assert dispatches.run_all() == ["retry", "retry", "retry"]
+    letters = buffer.dead_letters()
+    assert len(letters) == 3 and {(lt.status, lt.attempts) for lt in letters} == {(500, 3)}
+    assert buffer.status()["in_flight"] == 0
+
+
+def test_invalid_raw_entries_never_reach_bento(buffer, dispatches, fake):
+    """Entries another producer pushed are validated by the flush; the bad ones are dead-lettered."""
+    queue_events(3)
+    buffer.push(b"not json", b'{"type":"t","email":"nope"}', b'{"type":"t","email":"a@example.com","x":1}')
+    counts = tasks.flush_events.run()
+    assert counts["rejected"] == 3
+    dispatches.run_all()
+    assert len(fake.events) == 3
+    reasons = sorted(letter.reason for letter in buffer.dead_letters())
+    assert any("email" in r for r in reasons) and any("x: Unknown field" in r for r in reasons)
+
+
+def test_bento_reported_failures_are_counted(buffer, dispatches, fake, monkeypatch):
+    """A 200 whose 'failed' is above zero is recorded in status, and the batch is not resent."""
+    queue_events(4)
+    tasks.flush_events.run()
+    monkeypatch.setattr("bento_tasks.tasks.post_events", _answer_with_failures(tasks.post_events))
+    assert dispatches.run_next() == "delivered"
+    status = buffer.status()
+    assert (status["delivered"], status["failed"], status["in_flight"]) == (3, 1, 0)
+
+
+def _answer_with_failures(real):
+    def post(settings, events):
+        from dataclasses import replace
+
+        outcome = real(settings, events)
+        return replace(outcome, accepted=len(events) - 1, failed=1)
+
+    return post
+
+
+def test_two_concurrent_flushes_never_send_an_event_twice(buffer, dispatches, fake):
+    """Two flushes racing over one backlog dispatch disjoint batches; Bento sees each event once."""
+    queue_events(10_000)
+    threads = [threading.Thread(target=tasks.flush_events.run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(dispatches.pending) == 10
+    dispatches.run_all()
+    numbers = [e["fields"]["n"] for e in fake.events]
+    assert len(numbers) == 10_000 and len(set(numbers)) == 10_000
+
+
+def test_send_event_delay_stamps_the_date_and_validates_in_the_caller(buffer, celery_app):
+    """.delay() raises InvalidEvent for a bad event and sends a message carrying the call time."""
+    with pytest.raises(InvalidEvent, match="email"):
+        send_event.delay(type="signup", email="not-an-address")
+    send_event.delay("signup", "a@example.com", fields={"plan": "pro"})
+    broker = celery_app.connection_for_write().default_channel.client
+    [message] = broker.lrange("celery", 0, -1)
+    body = json.loads(base64.b64decode(json.loads(message)["body"]))
+    args, kwargs, _ = body
+    assert args == [] and kwargs["email"] == "a@example.com" and kwargs["date"]
+
+
+def test_send_event_task_body_queues_the_event(buffer):
+    """The worker side pushes the encoded event onto the Redis queue."""
+    send_event.run("signup", "a@example.com", date="2024-01-01T00:00:00+00:00")
+    [raw] = buffer.redis.lrange(buffer.queue_key, 0, -1)
+    assert json.loads(raw) == {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"}
+
+
+def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env):
+    """track() never drops an event silently: an unreachable Redis raises BufferUnavailable."""
+    from bento_tasks import BufferUnavailable
+
+    configure(monkeypatch, BENTO_REDIS_URL="redis://127.0.0.1:1/0")
+    with pytest.raises(BufferUnavailable):
+        track("signup", "a@example.com")
+
+
+def test_partial_batch_waits_while_others_are_in_flight(buffer, dispatches, fake):
+    """While a batch is in flight, a flush leaves a partial batch to fill; once it lands, the tail goes."""
+    queue_events(1500)
+    assert tasks.flush_events.run()["dispatched"] == 1
+    queue_events(300, start=1500)
+    assert tasks.flush_events.run()["dispatched"] == 0
+    dispatches.run_all()
+    assert tasks.flush_events.run()["dispatched"] == 1
+    dispatches.run_all()
+    assert len(fake.events) == 1800
+    assert [len(r.events) for r in fake.requests] == [1000, 800]
