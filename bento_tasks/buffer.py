@@ -7,6 +7,7 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``inflight``: sorted set of batch ids scored by their lease deadline (Redis clock).
 - ``dead``: list of dead letters, each ``<JSON header>\\n<event as queued>``.
 - ``stats``: hash of counters (delivered, failed, batches).
+- ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
 """
 
@@ -67,13 +68,25 @@ class DeadLetter:
         }
 
 
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _age(event: bytes | None, now: float) -> float | None:
+    """Seconds since the queue's head event happened, from its ``date`` (the call time unless backdated)."""
+    if event is None:
+        return None
+    try:
+        date = dt.datetime.fromisoformat(json.loads(event)["date"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=dt.timezone.utc)
+    return round(max(0.0, now - date.timestamp()), 3)
+
+
 def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0) -> bytes:
-    header = {
-        "reason": reason,
-        "status": status,
-        "attempts": attempts,
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    header = {"reason": reason, "status": status, "attempts": attempts, "time": _utc_now()}
     return json.dumps(header, separators=(",", ":")).encode()
 
 
@@ -96,6 +109,7 @@ class Buffer:
         self.stats_key = f"{tag}:stats"
         self.limiter_key = f"{tag}:limiter"
         self.paused_key = f"{tag}:paused_until"
+        self.reports_key = f"{tag}:reports"
         self._batch_prefix = f"{tag}:batch:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
@@ -174,9 +188,10 @@ class Buffer:
         wait = max(0.0, float(reply[1]))
         return Begin(wait=wait, events=tuple(reply[2]) if reply[0] == 1 else ())
 
-    def ack(self, batch_id: str, accepted: int, failed: int) -> bool:
-        keys = [self.inflight_key, self.batch_key(batch_id), self.stats_key]
-        return bool(self._ack(keys=keys, args=[batch_id, accepted, failed]))
+    def ack(self, batch_id: str, size: int, accepted: int, failed: int) -> bool:
+        keys = [self.inflight_key, self.batch_key(batch_id), self.stats_key, self.reports_key]
+        report = json.dumps({"time": _utc_now(), "batch_size": size, "results": accepted, "failed": failed})
+        return bool(self._ack(keys=keys, args=[batch_id, accepted, failed, report]))
 
     def handoff(self, batch_id: str, lease: float, only_if_expired: bool = False) -> str | None:
         new = new_batch_id()
@@ -204,13 +219,14 @@ class Buffer:
     def status(self) -> dict[str, Any]:
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.queue_key).zrange(self.inflight_key, 0, -1).llen(self.dead_key)
-        pipe.hgetall(self.stats_key).get(self.paused_key).time()
-        queued, batch_ids, dead, stats, paused, (secs, micros) = pipe.execute()
+        pipe.hgetall(self.stats_key).get(self.paused_key).time().lindex(self.queue_key, 0).llen(self.reports_key)
+        queued, batch_ids, dead, stats, paused, (secs, micros), oldest, reports = pipe.execute()
+        now = secs + micros / 1e6
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
             pipe.llen(self.batch_key(batch_id.decode()))
         in_flight = sum(pipe.execute()) if batch_ids else 0
-        paused_until = float(paused) if paused and float(paused) > secs + micros / 1e6 else None
+        paused_until = float(paused) if paused and float(paused) > now else None
         return {
             "queued": queued,
             "in_flight": in_flight,
@@ -219,12 +235,19 @@ class Buffer:
             "delivered": int(stats.get(b"delivered", 0)),
             "failed": int(stats.get(b"failed", 0)),
             "batches_delivered": int(stats.get(b"batches", 0)),
+            "failure_reports": reports,
+            "oldest_queued_age": _age(oldest, now),
             "paused_until": (
                 dt.datetime.fromtimestamp(paused_until, dt.timezone.utc).isoformat(timespec="seconds")
                 if paused_until
                 else None
             ),
         }
+
+    def failure_reports(self, limit: int = -1) -> list[dict[str, Any]]:
+        """Bento's answers that counted failed events, newest first."""
+        end = -1 if limit < 0 else limit - 1
+        return [json.loads(raw) for raw in self.redis.lrange(self.reports_key, 0, end)]
 
     def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
         end = -1 if limit < 0 else limit - 1

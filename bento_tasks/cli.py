@@ -23,13 +23,25 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status))
     else:
         _print_table(status)
-    return 0
+    if not args.check:
+        return 0
+    problems = []
+    if status["paused_until"]:
+        problems.append(f"delivery paused until {status['paused_until']}")
+    age = status["oldest_queued_age"]
+    if age is not None and age > args.max_age:
+        problems.append(f"oldest queued event is {age:.0f}s old (limit {args.max_age:.0f}s)")
+    for problem in problems:
+        print(f"bento-tasks: unhealthy: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _dead_list(args: argparse.Namespace) -> int:
-    letters = [letter.as_dict() for letter in get_buffer().dead_letters(args.limit)]
+    buffer = get_buffer()
+    letters = [letter.as_dict() for letter in buffer.dead_letters(args.limit)]
+    reports = buffer.failure_reports(args.limit)
     if args.json:
-        print(json.dumps(letters))
+        print(json.dumps({"dead_letters": letters, "bento_failures": reports}))
         return 0
     for letter in letters:
         event = letter["event"]
@@ -37,6 +49,12 @@ def _dead_list(args: argparse.Namespace) -> int:
         print(f"{letter['time']}  status={letter['status'] or '-'}  attempts={letter['attempts']}  {summary}")
         print(f"    {letter['reason']}")
     print(f"{len(letters)} dead letter(s) shown")
+    for report in reports:
+        print(
+            f"{report['time']}  Bento accepted a batch of {report['batch_size']} but reported {report['failed']} failed"
+        )
+    if reports:
+        print(f"{len(reports)} batch(es) with events Bento reported failed (it does not say which; not resent)")
     return 0
 
 
@@ -68,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="queued, in-flight and dead event counts")
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--check", action="store_true", help="health check: exit 1 if paused or the queue is stale")
+    status.add_argument(
+        "--max-age", type=float, default=300.0, help="with --check: oldest queued event allowed, seconds (300)"
+    )
     status.set_defaults(run=_status)
     dead = commands.add_parser("dead", help="list, replay or purge dead letters").add_subparsers(
         dest="action", required=True

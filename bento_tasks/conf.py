@@ -53,6 +53,8 @@ class Settings:
     timeout: float = 30.0
     #: Connect timeout of a POST, seconds.
     connect_timeout: float = 5.0
+    #: Seconds added to the request timeouts to make a batch's lease (see ``lease_seconds``).
+    lease_margin: float = 30.0
     #: Seconds delivery pauses after a 401/403/404 (a configuration fault) before trying again.
     config_error_pause: float = 300.0
     #: Mask emails in log lines (j***@example.com).
@@ -65,7 +67,7 @@ class Settings:
         It follows the request timeout (plus a margin for the task's own work), not the broker's
         visibility_timeout, so a killed worker's batch is re-sent within about a minute.
         """
-        return self.connect_timeout + self.timeout + 30.0
+        return self.connect_timeout + self.timeout + self.lease_margin
 
     @property
     def events_url(self) -> str:
@@ -89,6 +91,7 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_RETRY_BACKOFF_MAX": ("retry_backoff_max", float),
     "BENTO_TIMEOUT": ("timeout", float),
     "BENTO_CONNECT_TIMEOUT": ("connect_timeout", float),
+    "BENTO_LEASE_MARGIN": ("lease_margin", float),
     "BENTO_CONFIG_ERROR_PAUSE": ("config_error_pause", float),
     "BENTO_MASK_EMAILS": ("mask_emails", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
 }
@@ -138,6 +141,7 @@ def _check(s: Settings) -> None:
         "BENTO_RETRY_BACKOFF_MAX": s.retry_backoff_max,
         "BENTO_TIMEOUT": s.timeout,
         "BENTO_CONNECT_TIMEOUT": s.connect_timeout,
+        "BENTO_LEASE_MARGIN": s.lease_margin,
     }
     for name, value in positive.items():
         if value <= 0:

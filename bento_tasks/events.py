@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -38,7 +39,7 @@ def _locate_unencodable(value: Any, path: str) -> tuple[str, str] | None:
             if found:
                 return found
         return None
-    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+    if isinstance(value, float) and not math.isfinite(value):
         return path, "NaN and Infinity are not valid JSON."
     if isinstance(value, str):
         try:
@@ -77,6 +78,9 @@ def encode_event(event: dict[str, Any], max_bytes: int) -> bytes:
         raise InvalidEvent(flatten_errors(errors))
     try:
         raw = _encoder.encode(event).encode("utf-8")
+    except RecursionError:
+        # Only details may nest (fields are flat, validated above).
+        raise InvalidEvent({"details": ["Nested too deeply to encode as JSON."]}) from None
     except (TypeError, ValueError):
         where = _locate_unencodable(event, "")
         path, message = where if where else (".", "Cannot be serialized to JSON.")
@@ -110,7 +114,7 @@ def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], lis
             continue
         try:
             decoded.append(json.loads(raw))
-        except ValueError as exc:  # includes UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
             rejected.append((raw, f"invalid Bento event: _event: not valid UTF-8 JSON ({exc})"))
             continue
         candidates.append(raw)

@@ -79,8 +79,9 @@ return {1, tostring(wait), redis.call('LRANGE', KEYS[2], 0, -1)}
 )
 
 # ACK: Bento accepted the batch: forget it and count it.
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] stats hash
-# ARGV[1] batch id, ARGV[2] events Bento recorded, ARGV[3] events Bento reported failed
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] stats hash, KEYS[4] failure reports list
+# ARGV[1] batch id, ARGV[2] events Bento recorded, ARGV[3] events Bento reported failed,
+# ARGV[4] report (JSON) kept, newest first, when ARGV[3] > 0: Bento does not say which events failed
 # Returns 1 if the batch was still ours, 0 if a lease recovery had already handed it over.
 ACK = """
 local ours = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -88,6 +89,10 @@ redis.call('DEL', KEYS[2])
 redis.call('HINCRBY', KEYS[3], 'delivered', ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'failed', ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'batches', 1)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('LPUSH', KEYS[4], ARGV[4])
+  redis.call('LTRIM', KEYS[4], 0, 999)
+end
 return ours
 """
 

@@ -144,7 +144,7 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
     )
     verdict = outcome.verdict
     if verdict is Verdict.DELIVERED:
-        buffer.ack(batch_id, outcome.accepted, outcome.failed)
+        buffer.ack(batch_id, size, outcome.accepted, outcome.failed)
         if outcome.failed:
             logger.warning(
                 "bento_tasks: Bento reported %d of %d events failed in batch %s", outcome.failed, size, batch_id

@@ -210,7 +210,8 @@ def start_worker(bento_env, broker_url, tmp_path):
     workers: list[Worker] = []
 
     def start(name: str = "w1", beat: bool = True, concurrency: int = 2, **overrides: str) -> Worker:
-        env = {**os.environ, **bento_env, "CELERY_BROKER_URL": broker_url, **overrides}
+        # os.environ already holds this test's BENTO_* settings (bento_env and any later setenv)
+        env = {**os.environ, "CELERY_BROKER_URL": broker_url, **overrides}
         worker = Worker(env, tmp_path, f"{name}-{len(workers)}", beat, concurrency)
         workers.append(worker)
         return worker

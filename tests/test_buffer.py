@@ -94,7 +94,7 @@ def test_begin_returns_events_and_ack_removes_them(buffer):
     batch_id, items = buffer.claim()
     begin = buffer.begin(batch_id, interval=0, max_sleep=1)
     assert begin.reserved and list(begin.events) == items and begin.wait == 0
-    assert buffer.ack(batch_id, 10, 0) is True
+    assert buffer.ack(batch_id, 10, 10, 0) is True
     status = buffer.status()
     assert (status["in_flight"], status["delivered"], status["batches_in_flight"]) == (0, 10, 0)
 

@@ -189,7 +189,10 @@ def test_bento_reported_failures_are_counted(buffer, dispatches, fake, monkeypat
     monkeypatch.setattr("bento_tasks.tasks.post_events", _answer_with_failures(tasks.post_events))
     assert dispatches.run_next() == "delivered"
     status = buffer.status()
-    assert (status["delivered"], status["failed"], status["in_flight"]) == (3, 1, 0)
+    assert (status["delivered"], status["failed"], status["in_flight"], status["failure_reports"]) == (3, 1, 0, 1)
+    [report] = buffer.failure_reports()
+    assert (report["batch_size"], report["failed"], report["results"]) == (4, 1, 3) and report["time"]
+    assert fake.count_status(200) == 1
 
 
 def _answer_with_failures(real):

@@ -1,0 +1,236 @@
+"""Shared pieces of the benchmarks: a private stack (Redis + fake Bento), workers, events, statistics.
+
+Nothing here touches the shared Redis on 6379: every run starts its own ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from bento_tasks import conf
+from bento_tasks.testing import FakeBento, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKDIR = Path(tempfile.mkdtemp(prefix="bento-bench-"))
+
+# Bento's three documented example events, in rotation, each made unique by its email (and order id).
+DATE = "2026-01-01T12:00:00.000000+00:00"
+
+
+def bento_event(n: int) -> dict[str, Any]:
+    """Event number ``n`` of a realistic mix: Bento's documented examples, ~180 bytes on average."""
+    email = f"user{n}@example.com"
+    kind = n % 3
+    if kind == 0:
+        return {"type": "$completed_onboarding", "email": email}
+    if kind == 1:
+        return {"type": "$completed_onboarding", "email": email, "fields": {"first_name": "Jesse", "last_name": "P"}}
+    return {
+        "type": "$purchase",
+        "email": email,
+        "fields": {"first_name": "Jesse"},
+        "details": {
+            "unique": {"key": f"order-{n}"},
+            "value": {"currency": "USD", "amount": 8000},
+            "cart": {"items": [{"product_sku": "SKU123", "product_name": "Test", "quantity": 1}]},
+        },
+    }
+
+
+def encoded_events(count: int, start: int = 0) -> list[bytes]:
+    """The backlog as ``track()`` would have queued it (compact JSON with a date), built without it for speed."""
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    return [dumps({**bento_event(n), "date": DATE}).encode() for n in range(start, start + count)]
+
+
+def event_number(event: dict[str, Any]) -> int:
+    return int(event["email"][4 : event["email"].index("@")])
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float]) -> str:
+    """How noisy repeated runs were: min-max as a percentage of the median."""
+    if len(values) < 2:
+        return "1 run"
+    mid = statistics.median(values)
+    return f"±{(max(values) - min(values)) / 2 / mid * 100:.0f}% over {len(values)}" if mid else "n/a"
+
+
+class Stack:
+    """A private redis-server (buffer on db 0, broker on db 1) and a fake Bento."""
+
+    def __init__(self, rate_limit_per_minute: int | None = None) -> None:
+        self.redis_server = RedisServer(tempfile.mkdtemp(dir=WORKDIR, prefix="redis-")).start()
+        self.fake = FakeBento("bench-site", "bench-pub", "bench-secret", rate_limit_per_minute).start()
+        self.redis = redis.Redis.from_url(self.redis_server.url(0))
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The worker's environment: settings pointing at this stack (BENTO_* as in the README)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BENTO_", "CELERY_"))}
+        env.update(
+            BENTO_SITE_UUID=self.fake.site_uuid,
+            BENTO_PUBLISHABLE_KEY=self.fake.publishable_key,
+            BENTO_SECRET_KEY=self.fake.secret_key,
+            BENTO_API_URL=self.fake.url,
+            BENTO_REDIS_URL=self.redis_server.url(0),
+            CELERY_BROKER_URL=self.redis_server.url(1),
+        )
+        env.update(overrides)
+        return env
+
+    def use_in_this_process(self, **overrides: str) -> None:
+        """Point this process's bento_tasks (track, send_event.delay) at the stack."""
+        os.environ.update({k: v for k, v in self.env(**overrides).items() if k.startswith(("BENTO_", "CELERY_"))})
+        conf.reset_settings()
+        from bento_tasks.celery import app
+
+        app.conf.broker_url = self.redis_server.url(1)
+        app.set_current()
+        app.set_default()
+
+    def fill(self, raws: Sequence[bytes], queue_key: str = "{bento}:queue") -> None:
+        """Put a whole backlog on the queue at once (RENAME is atomic: no flush sees half of it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for i in range(0, len(raws), 10_000):
+            pipe.rpush("bench:fill", *raws[i : i + 10_000])
+        pipe.execute()
+        self.redis.rename("bench:fill", queue_key)
+
+    def close(self) -> None:
+        self.fake.stop()
+        self.redis_server.stop()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Worker:
+    """``celery -A APP worker`` in its own process group, with its CPU time and memory at hand."""
+
+    def __init__(self, env: dict[str, str], app: str = "bento_tasks", concurrency: int = 2, beat: bool = True) -> None:
+        name = f"bench{time.monotonic_ns()}"
+        self.log_path = WORKDIR / f"{name}.log"
+        args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "warning", "-n", f"{name}@%h"]
+        args += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--without-heartbeat"]
+        if beat:
+            args += ["-B", "-s", str(WORKDIR / f"{name}-schedule")]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.ps = psutil.Process(self.process.pid)
+        self._wait_ready(concurrency + (1 if beat else 0))
+
+    def _wait_ready(self, children: int) -> None:
+        # At -l warning (info would log every task) there is no "ready" line: wait for the pool and beat
+        # processes, then for the start-up CPU burst to end, so it is not counted as work.
+        deadline = time.monotonic() + 60
+        last = -1.0
+        while len(self.ps.children(recursive=True)) < children or self.cpu_seconds() - last > 0.02:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.log()}")
+            last = self.cpu_seconds()
+            time.sleep(0.3)
+
+    def processes(self) -> list[psutil.Process]:
+        return [self.ps, *self.ps.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the worker and its pool and beat processes so far."""
+        total = 0.0
+        for proc in self.processes():
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def peak_rss(self) -> int:
+        """Sum over the worker's processes of each one's peak resident memory (VmHWM), bytes."""
+        total = 0
+        for proc in self.processes():
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+            total += int(kb) * 1024
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def worker(env: dict[str, str], **kwargs: Any) -> Iterator[Worker]:
+    started = Worker(env, **kwargs)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def delivery_span(fake: FakeBento, count: int, timeout: float) -> float:
+    """Seconds from the fake's first request to the moment it had accepted ``count`` events."""
+    fake.wait_for_events(count, timeout)
+    done = time.time()
+    return done - fake.requests[0].received_at
+
+
+def check_exactly_once(fake: FakeBento, count: int) -> list[str]:
+    """Problems with what the fake received: each of events 0..count-1 exactly once, nothing else."""
+    numbers = [event_number(event) for event in fake.events]
+    problems = []
+    if len(numbers) != count:
+        problems.append(f"{len(numbers)} events delivered, expected {count}")
+    duplicates = len(numbers) - len(set(numbers))
+    if duplicates:
+        problems.append(f"{duplicates} duplicates")
+    missing = count - len(set(numbers) & set(range(count)))
+    if missing:
+        problems.append(f"{missing} events lost")
+    refused = len(fake.requests) - fake.count_status(200)
+    if refused:
+        problems.append(f"{refused} requests refused by the fake")
+    return problems
