@@ -96,6 +96,11 @@ def reason_text(errors: dict[str, list[str]]) -> str:
     return str(InvalidEvent(errors))
 
 
+def _refuse_constant(name: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON (and so Bento) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], list[tuple[bytes, str]]]:
     """Check raw queue entries as the flush must: whoever pushed them, only valid JSON events pass.
 
@@ -113,7 +118,7 @@ def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], lis
             )
             continue
         try:
-            decoded.append(json.loads(raw))
+            decoded.append(json.loads(raw, parse_constant=_refuse_constant))
         except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
             rejected.append((raw, f"invalid Bento event: _event: not valid UTF-8 JSON ({exc})"))
             continue

@@ -17,7 +17,9 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "bento-tasks"
 
 def run(env: dict[str, str], *args: str, module: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "bento_tasks", *args] if module else [str(CONSOLE_SCRIPT), *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.mark.parametrize("module", [True, False], ids=["python -m", "console script"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,11 @@ def test_read_timeout_is_retried(fake):
     fake.delay = 1.0
     outcome = post_events(_settings_for(fake, timeout=0.2), EVENTS)
     assert outcome.verdict is Verdict.RETRY and "Timeout" in outcome.detail
+
+
+def test_tls_verification_stays_on():
+    """The HTTP session verifies certificates; nothing in the package turns that off."""
+    from bento_tasks import client
+
+    assert client._get_session().verify is True
+    assert "verify" not in Path(client.__file__).read_text().replace("verifies", "")

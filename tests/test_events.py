@@ -68,13 +68,21 @@ def test_encode_refuses_bad_events_naming_the_field(kwargs, field):
 def test_split_valid_keeps_valid_entries_byte_for_byte():
     """Valid raw entries pass unchanged; each invalid one comes back with a reason."""
     good = b'{"type":"t","email":"a@example.com"}'
-    entries = [good, b"\xff\xfe not utf-8", b"[1, 2]", b'{"type":"t","email":"bad"}', b"x" * (LIMIT + 1)]
+    entries = [
+        good,
+        b"\xff\xfe not utf-8",
+        b"[1, 2]",
+        b'{"type":"t","email":"bad"}',
+        b"x" * (LIMIT + 1),
+        b'{"type":"t","email":"a@example.com","details":{"score":NaN}}',
+    ]
     valid, rejected = split_valid(entries, LIMIT)
     assert valid == [good]
     reasons = dict(rejected)
     assert set(reasons) == set(entries[1:])
     assert "email" in reasons[entries[3]]
     assert "BENTO_MAX_EVENT_BYTES" in reasons[entries[4]]
+    assert "NaN" in reasons[entries[5]]
 
 
 def test_mask_email_hides_the_local_part():

@@ -105,7 +105,9 @@ def test_random_kills_during_a_drain_lose_nothing(short_lease, buffer, fake, sta
     assert duplicates <= 3 * 2 * 1000
 
 
-def test_default_lease_resends_a_dead_workers_batch_within_two_minutes(bento_env, monkeypatch, buffer, fake, start_worker):
+def test_default_lease_resends_a_dead_workers_batch_within_two_minutes(
+    bento_env, monkeypatch, buffer, fake, start_worker
+):
     """With default timeouts, lease and flush interval, a batch of a SIGKILLed worker is re-sent in < 120 s."""
     for key in ("BENTO_TIMEOUT", "BENTO_CONNECT_TIMEOUT", "BENTO_FLUSH_INTERVAL"):
         monkeypatch.delenv(key)
@@ -149,7 +151,9 @@ def test_outage_of_5xx_and_read_timeouts(short_lease, buffer, fake, start_worker
     assert fake.count_status(502) >= 1
 
 
-def test_several_workers_two_beats_and_manual_flushes_send_nothing_twice(short_lease, buffer, fake, celery_app, start_worker):
+def test_several_workers_two_beats_and_manual_flushes_send_nothing_twice(
+    short_lease, buffer, fake, celery_app, start_worker
+):
     """Two workers with a beat each, extra manual flushes, and POSTs slower than a flush tick:
     no lease is taken from a live post and no event is sent twice."""
     emails = queue(8000)
@@ -171,8 +175,11 @@ def test_rate_limit_shared_by_two_workers_gets_no_429(monkeypatch, bento_env, bu
 
     # Bento's 100 a minute, ten times faster: 100 per 6 s is 1000 a minute, batches of 100.
     with FakeBento(
-        site_uuid="site-123", publishable_key="pub-abc", secret_key="sekrit-xyz-do-not-log",
-        rate_limit_per_minute=100, rate_window=6,
+        site_uuid="site-123",
+        publishable_key="pub-abc",
+        secret_key="sekrit-xyz-do-not-log",
+        rate_limit_per_minute=100,
+        rate_window=6,
     ) as limited:
         monkeypatch.setenv("BENTO_API_URL", limited.url)
         monkeypatch.setenv("BENTO_RATE_LIMIT", "1000")

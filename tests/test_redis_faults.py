@@ -70,7 +70,9 @@ def _tracked(email: str) -> bool:
         return False
 
 
-def test_send_event_retries_while_the_buffer_redis_is_down(monkeypatch, bento_env, tmp_path, fake, celery_app, start_worker):
+def test_send_event_retries_while_the_buffer_redis_is_down(
+    monkeypatch, bento_env, tmp_path, fake, celery_app, start_worker
+):
     """With the buffer's Redis down, track() raises BufferUnavailable and send_event keeps retrying
     until Redis is back; the event then arrives."""
     buffer_redis = RedisServer(str(tmp_path), appendonly=True).start()
