@@ -219,3 +219,52 @@ def start_worker(bento_env, broker_url, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+class Dispatches:
+    """Stands in for ``post_batch`` inside the tasks module; records what would be sent."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+        self.pending: list[tuple[str, int, float]] = []
+        self.sent: list[tuple[str, int, float]] = []
+        self.lock = threading.Lock()
+
+    def delay(self, batch_id: str, attempt: int = 0) -> None:
+        self.apply_async((batch_id,), {"attempt": attempt})
+
+    def apply_async(self, args, kwargs=None, countdown: float = 0) -> None:
+        call = (args[0], (kwargs or {}).get("attempt", 0), countdown)
+        with self.lock:
+            self.pending.append(call)
+            self.sent.append(call)
+
+    def run_next(self) -> str:
+        batch_id, attempt, _ = self.pending.pop(0)
+        return self.task.run(batch_id, attempt)
+
+    def run_all(self, limit: int = 1000) -> list[str]:
+        results = []
+        while self.pending and limit:
+            results.append(self.run_next())
+            limit -= 1
+        return results
+
+
+@pytest.fixture
+def dispatches(monkeypatch, bento_env):
+    """Run the tasks in this process: post_batch dispatches are recorded, then run on demand."""
+    from bento_tasks import tasks
+
+    recorder = Dispatches(tasks.post_batch)
+    monkeypatch.setattr(tasks, "post_batch", recorder)
+    return recorder
+
+
+def run_cli(env: dict[str, str], *args: str, module: bool = True) -> subprocess.CompletedProcess:
+    """``python -m bento_tasks ARGS`` (or the installed console script) as a real subprocess."""
+    script = Path(sys.executable).parent / "bento-tasks"
+    command = [sys.executable, "-m", "bento_tasks", *args] if module else [str(script), *args]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )

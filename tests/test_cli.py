@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import run_cli
 
 from bento_tasks import track
-
-CONSOLE_SCRIPT = Path(sys.executable).parent / "bento-tasks"
-
-
-def run(env: dict[str, str], *args: str, module: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "bento_tasks", *args] if module else [str(CONSOLE_SCRIPT), *args]
-    return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
-    )
 
 
 @pytest.mark.parametrize("module", [True, False], ids=["python -m", "console script"])
@@ -28,7 +16,7 @@ def test_status_json_counts_events(bento_env, buffer, module):
     for i in range(1200):
         track("signup", f"u{i}@example.com")
     buffer.claim()
-    result = run(bento_env, "status", "--json", module=module)
+    result = run_cli(bento_env, "status", "--json", module=module)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert (status["queued"], status["in_flight"], status["dead"]) == (200, 1000, 0)
@@ -39,7 +27,7 @@ def test_status_json_counts_events(bento_env, buffer, module):
 
 def test_status_table_is_readable(bento_env, buffer):
     """Without --json, status prints one aligned 'name value' line per figure."""
-    result = run(bento_env, "status")
+    result = run_cli(bento_env, "status")
     assert result.returncode == 0
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
     assert lines["queued"] == "0" and lines["paused_until"] == "-"
@@ -47,20 +35,20 @@ def test_status_table_is_readable(bento_env, buffer):
 
 def test_status_check_fails_when_paused_or_stale(bento_env, buffer):
     """status --check exits 1 while delivery is paused or the oldest event is older than --max-age."""
-    assert run(bento_env, "status", "--check").returncode == 0
+    assert run_cli(bento_env, "status", "--check").returncode == 0
     track("signup", "old@example.com", date="2020-01-01T00:00:00+00:00")
-    stale = run(bento_env, "status", "--check", "--max-age", "60")
+    stale = run_cli(bento_env, "status", "--check", "--max-age", "60")
     assert stale.returncode == 1 and "oldest queued event" in stale.stderr
-    assert run(bento_env, "status", "--check", "--max-age", "1e12").returncode == 0
+    assert run_cli(bento_env, "status", "--check", "--max-age", "1e12").returncode == 0
     buffer.pause(60)
-    paused = run(bento_env, "status", "--check", "--max-age", "1e12")
+    paused = run_cli(bento_env, "status", "--check", "--max-age", "1e12")
     assert paused.returncode == 1 and "paused" in paused.stderr
 
 
 def test_missing_setting_is_named(bento_env):
     """A missing required setting exits 2 with a message naming it."""
     env = {k: v for k, v in bento_env.items() if k != "BENTO_SITE_UUID"}
-    result = run(env, "status")
+    result = run_cli(env, "status")
     assert result.returncode == 2 and "BENTO_SITE_UUID" in result.stderr
 
 
@@ -71,18 +59,18 @@ def test_dead_list_replay_and_purge(bento_env, buffer):
     buffer.reject(batch_id, [(items[0], "invalid Bento event: email: Not a valid email address.")])
     buffer.reject(batch_id, [(items[1], "invalid Bento event: x: Unknown field.")])
 
-    listed = json.loads(run(bento_env, "dead", "list", "--json").stdout)
+    listed = json.loads(run_cli(bento_env, "dead", "list", "--json").stdout)
     letters = listed["dead_letters"]
     assert [letter["event"]["email"] for letter in letters] == ["bad", "a@example.com"]
     assert all({"reason", "status", "time", "attempts"} <= set(letter) for letter in letters)
-    human = run(bento_env, "dead", "list").stdout
+    human = run_cli(bento_env, "dead", "list").stdout
     assert "Not a valid email address" in human and "2 dead letter(s)" in human
 
-    assert run(bento_env, "dead", "replay").returncode == 2  # says which: --all or --reason
-    assert "1 event(s)" in run(bento_env, "dead", "replay", "--reason", "Unknown field").stdout
+    assert run_cli(bento_env, "dead", "replay").returncode == 2  # says which: --all or --reason
+    assert "1 event(s)" in run_cli(bento_env, "dead", "replay", "--reason", "Unknown field").stdout
     assert buffer.status()["queued"] == 1 and buffer.status()["dead"] == 1
 
-    refused = run(bento_env, "dead", "purge")
+    refused = run_cli(bento_env, "dead", "purge")
     assert refused.returncode == 2 and buffer.status()["dead"] == 1
-    assert "1 dead letter(s) deleted" in run(bento_env, "dead", "purge", "--yes").stdout
+    assert "1 dead letter(s) deleted" in run_cli(bento_env, "dead", "purge", "--yes").stdout
     assert buffer.status()["dead"] == 0

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
-from conftest import ROOT, wait_until
+from conftest import run_cli, wait_until
 from test_schemas import SEED_EVENTS
 
 from bento_tasks import send_event, track
 
 pytestmark = pytest.mark.slow
-
-
-def cli_status(env: dict[str, str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "bento_tasks", "status", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return json.loads(out)
 
 
 def settled(buffer) -> bool:
@@ -73,7 +58,7 @@ def test_events_from_both_paths_arrive_exactly_once(bento_env, buffer, fake, cel
     dead = buffer.dead_letters()
     assert sorted(letter.event for letter in dead) == sorted(invalid)
     assert all(letter.reason for letter in dead)
-    status = cli_status({**bento_env, "PATH": "/usr/bin:/bin"})
+    status = json.loads(run_cli(bento_env, "status", "--json").stdout)
     assert (status["queued"], status["in_flight"], status["dead"], status["delivered"]) == (0, 0, 3, total)
 
 

@@ -36,15 +36,6 @@ def drain(dispatches) -> None:
         tasks.flush_events.run()
 
 
-@pytest.fixture
-def dispatches(monkeypatch, bento_env):
-    from test_tasks import Dispatches
-
-    recorder = Dispatches(tasks.post_batch)
-    monkeypatch.setattr(tasks, "post_batch", recorder)
-    return recorder
-
-
 def test_track_accepts_or_names_the_problem(buffer, fake, dispatches):
     """track() with arbitrary values either queues a valid event or raises InvalidEvent; the queued
     ones all reach Bento, which refuses none of them."""

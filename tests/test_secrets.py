@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, wait_until
+from conftest import run_cli, wait_until
 
 from bento_tasks import tasks, track
 from bento_tasks.conf import get_settings
@@ -59,20 +57,8 @@ def test_secret_key_never_logged_and_emails_masked(bento_env, buffer, fake, star
     own_lines = [line for line in log.splitlines() if "bento_tasks:" in line]
     assert own_lines and not [line for line in own_lines if re.search(r"[\w.+-]{2,}@example\.com", line)]
 
-    status = subprocess.run(
-        [sys.executable, "-m", "bento_tasks", "status", "--json"],
-        cwd=ROOT,
-        env=bento_env,
-        capture_output=True,
-        text=True,
-    )
-    dead = subprocess.run(
-        [sys.executable, "-m", "bento_tasks", "dead", "list", "--json"],
-        cwd=ROOT,
-        env=bento_env,
-        capture_output=True,
-        text=True,
-    )
+    status = run_cli(bento_env, "status", "--json")
+    dead = run_cli(bento_env, "dead", "list", "--json")
     assert secret not in status.stdout + status.stderr + dead.stdout + dead.stderr
     assert json.loads(dead.stdout)["dead_letters"]
     assert all(secret.encode() not in raw for raw in buffer.redis.lrange(buffer.dead_key, 0, -1))

@@ -1,7 +1,8 @@
 """The tasks' logic in this process, against the real Redis and the real fake Bento.
 
 Dispatches (``post_batch.delay`` / ``apply_async``) are recorded instead of sent to a
-broker, so each test drives the pipeline step by step; tests/test_e2e.py runs it live.
+broker (the ``dispatches`` fixture), so each test drives the pipeline step by step;
+tests/test_e2e.py runs it live.
 """
 
 from __future__ import annotations
@@ -15,43 +16,6 @@ import time
 import pytest
 
 from bento_tasks import InvalidEvent, conf, send_event, tasks, track
-
-
-class Dispatches:
-    """Stands in for ``post_batch`` inside the tasks module; records what would be sent."""
-
-    def __init__(self, task) -> None:
-        self.task = task
-        self.pending: list[tuple[str, int, float]] = []
-        self.sent: list[tuple[str, int, float]] = []
-        self.lock = threading.Lock()
-
-    def delay(self, batch_id: str, attempt: int = 0) -> None:
-        self.apply_async((batch_id,), {"attempt": attempt})
-
-    def apply_async(self, args, kwargs=None, countdown: float = 0) -> None:
-        call = (args[0], (kwargs or {}).get("attempt", 0), countdown)
-        with self.lock:
-            self.pending.append(call)
-            self.sent.append(call)
-
-    def run_next(self) -> str:
-        batch_id, attempt, _ = self.pending.pop(0)
-        return self.task.run(batch_id, attempt)
-
-    def run_all(self, limit: int = 1000) -> list[str]:
-        results = []
-        while self.pending and limit:
-            results.append(self.run_next())
-            limit -= 1
-        return results
-
-
-@pytest.fixture
-def dispatches(monkeypatch, bento_env):
-    recorder = Dispatches(tasks.post_batch)
-    monkeypatch.setattr(tasks, "post_batch", recorder)
-    return recorder
 
 
 def configure(monkeypatch, **values: str) -> None:
