@@ -127,3 +127,31 @@ def test_tls_verification_stays_on():
 
     assert client._get_session().verify is True
     assert "verify" not in Path(client.__file__).read_text().replace("verifies", "")
+
+
+def test_connection_reset_is_retried(fake):
+    """A server that accepts and then resets the connection yields RETRY, not an exception."""
+    import socket
+    import struct
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def reset_each_connection():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener was closed: the test is over
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            conn.recv(1024)
+            conn.close()
+
+    threading.Thread(target=reset_each_connection, daemon=True).start()
+    host, port = listener.getsockname()
+    outcome = post_events(_settings_for(fake, api_url=f"http://{host}:{port}/api/v1"), EVENTS)
+    listener.close()
+    assert outcome.verdict is Verdict.RETRY and outcome.status is None
+    assert "Connection" in outcome.detail
