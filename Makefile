@@ -1,11 +1,13 @@
 # make test: a virtualenv in .venv, the package and its test dependencies, lint, the whole suite.
 # make demo: the pipeline end to end against the fake Bento (never a real account).
+# make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench bench-smoke clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -25,6 +27,16 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run
+
+bench-smoke: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

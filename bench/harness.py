@@ -96,14 +96,17 @@ class Stack:
         return env
 
     def use_in_this_process(self, **overrides: str) -> None:
-        """Point this process's bento_tasks (track, send_event.delay) at the stack."""
+        """Point this process's bento_tasks (track, send_event.delay) and Celery apps at the stack.
+
+        Celery takes CELERY_BROKER_URL from the environment before its configuration, so that is what
+        is set; an app that already connected to an earlier stack must be ``close()``d.
+        """
         os.environ.update({k: v for k, v in self.env(**overrides).items() if k.startswith(("BENTO_", "CELERY_"))})
         conf.reset_settings()
         from bento_tasks.celery import app
 
-        app.conf.broker_url = self.redis_server.url(1)
+        app.close()
         app.set_current()
-        app.set_default()
 
     def fill(self, raws: Sequence[bytes], queue_key: str = "{bento}:queue") -> None:
         """Put a whole backlog on the queue at once (RENAME is atomic: no flush sees half of it)."""
@@ -139,14 +142,17 @@ class Worker:
                 args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.ps = psutil.Process(self.process.pid)
-        self._wait_ready(concurrency + (1 if beat else 0))
+        self.children = concurrency + (1 if beat else 0)
 
-    def _wait_ready(self, children: int) -> None:
-        # At -l warning (info would log every task) there is no "ready" line: wait for the pool and beat
-        # processes, then for the start-up CPU burst to end, so it is not counted as work.
+    def wait_idle(self) -> None:
+        """Wait until the worker has started and gone quiet, so its start-up is not counted as work.
+
+        At ``-l warning`` (info would log every task) there is no "ready" line: wait for the pool and
+        beat processes, then for the start-up burst of CPU to end.
+        """
         deadline = time.monotonic() + 60
         last = -1.0
-        while len(self.ps.children(recursive=True)) < children or self.cpu_seconds() - last > 0.02:
+        while len(self.ps.children(recursive=True)) < self.children or self.cpu_seconds() - last > 0.02:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start:\n{self.log()}")
             last = self.cpu_seconds()

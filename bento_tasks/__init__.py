@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 from .api import track
 from .exceptions import BentoError, BufferUnavailable, ConfigurationError, InvalidEvent
+from .helpers import purchase, remove_tag, send_event_on_commit, subscribe, tag, unsubscribe, update_fields
+from .schedule import add_flush_schedule
 from .tasks import flush_events, post_batch, send_event
 
 __all__ = [
@@ -16,8 +18,16 @@ __all__ = [
     "ConfigurationError",
     "InvalidEvent",
     "__version__",
+    "add_flush_schedule",
     "flush_events",
     "post_batch",
+    "purchase",
+    "remove_tag",
     "send_event",
+    "send_event_on_commit",
+    "subscribe",
+    "tag",
     "track",
+    "unsubscribe",
+    "update_fields",
 ]

@@ -59,6 +59,9 @@ class Settings:
     config_error_pause: float = 300.0
     #: Mask emails in log lines (j***@example.com).
     mask_emails: bool = True
+    #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
+    #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
+    delivery: str = "redis"
 
     @property
     def lease_seconds(self) -> float:
@@ -94,7 +97,10 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_LEASE_MARGIN": ("lease_margin", float),
     "BENTO_CONFIG_ERROR_PAUSE": ("config_error_pause", float),
     "BENTO_MASK_EMAILS": ("mask_emails", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
+    "BENTO_DELIVERY": ("delivery", str),
 }
+
+DELIVERY_MODES = ("redis", "sync", "outbox")
 
 
 def _django_settings() -> Any | None:
@@ -102,7 +108,10 @@ def _django_settings() -> Any | None:
         from django.conf import settings as django_settings
     except ImportError:
         return None
-    return django_settings if django_settings.configured else None
+    # DJANGO_SETTINGS_MODULE alone is enough (the CLI, a worker before django.setup()):
+    # Django loads that module on first access.
+    configured = django_settings.configured or bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+    return django_settings if configured else None
 
 
 def _lookup(name: str, django_settings: Any | None) -> Any | None:
@@ -148,6 +157,8 @@ def _check(s: Settings) -> None:
             raise ConfigurationError(f"{name} must be greater than 0, got {value}")
     if s.rate_limit < 0 or s.max_retries < 0:
         raise ConfigurationError("BENTO_RATE_LIMIT and BENTO_MAX_RETRIES must be 0 or more")
+    if s.delivery not in DELIVERY_MODES:
+        raise ConfigurationError(f"BENTO_DELIVERY must be one of {', '.join(DELIVERY_MODES)}, got {s.delivery!r}")
     if s.max_event_bytes > s.batch_max_bytes:
         raise ConfigurationError("BENTO_MAX_EVENT_BYTES must not exceed BENTO_BATCH_MAX_BYTES")
 

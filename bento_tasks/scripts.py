@@ -21,8 +21,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 # KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list
 # ARGV[1] max events, ARGV[2] max bytes (the first event is taken even if larger, so the flush
 #         can dead-letter it), ARGV[3] lease seconds, ARGV[4] new batch id,
-# ARGV[5] '1' to claim only a full batch (full by count or by bytes), else '0'
-# Returns the claimed events (empty when the queue is empty, or too short for a full batch).
+# ARGV[5] '1' to claim only a full batch (full by count or by bytes), else '0',
+# ARGV[6] '1' to return only how many events were claimed (the flush needs no more), else '0'
+# Returns the claimed events (empty when the queue is empty, or too short for a full batch), or their number.
 CLAIM = (
     _NOW
     + """
@@ -42,11 +43,12 @@ while true do
 end
 if #items > 0 and not full and ARGV[5] == '1' then
   for i = 1, #items do redis.call('LMOVE', KEYS[3], KEYS[1], 'RIGHT', 'LEFT') end
-  return {}
+  items = {}
 end
 if #items > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
 end
+if ARGV[6] == '1' then return #items end
 return items
 """
 )

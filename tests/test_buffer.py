@@ -204,3 +204,16 @@ def test_full_only_claim_leaves_a_short_queue_alone(buffer):
     assert buffer.inflight_batches() == 0
     buffer.push(*_events(1, start=999))
     assert len(buffer.claim(full_only=True)[1]) == 1000
+
+
+def test_claim_count_claims_like_claim_but_returns_only_the_size(buffer):
+    """The flush's claim leases the same batch as claim() without bringing the events back."""
+    buffer.push(*_events(1500))
+    batch_id, count = buffer.claim_count()
+    assert count == 1000
+    assert buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1) == _events(1000)
+    assert buffer.redis.zscore(buffer.inflight_key, batch_id) is not None
+    assert buffer.claim_count(full_only=True) is None
+    assert buffer.redis.llen(buffer.queue_key) == 500
+    assert buffer.claim_count()[1] == 500
+    assert buffer.claim_count() is None

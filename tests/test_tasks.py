@@ -135,15 +135,25 @@ def test_exhausted_retries_dead_letter_the_batch(monkeypatch, buffer, dispatches
 
 
 def test_invalid_raw_entries_never_reach_bento(buffer, dispatches, fake):
-    """Entries another producer pushed are validated by the flush; the bad ones are dead-lettered."""
+    """Entries another producer pushed are validated before the POST; the bad ones are dead-lettered."""
     queue_events(3)
     buffer.push(b"not json", b'{"type":"t","email":"nope"}', b'{"type":"t","email":"a@example.com","x":1}')
-    counts = tasks.flush_events.run()
-    assert counts["rejected"] == 3
-    dispatches.run_all()
+    tasks.flush_events.run()
+    assert dispatches.run_all() == ["delivered"]
     assert len(fake.events) == 3
     reasons = sorted(letter.reason for letter in buffer.dead_letters())
+    assert len(reasons) == 3
     assert any("email" in r for r in reasons) and any("x: Unknown field" in r for r in reasons)
+
+
+def test_a_batch_of_only_invalid_entries_is_never_posted(buffer, dispatches, fake):
+    """When nothing in a batch is valid, its events are dead-lettered and no request is made."""
+    buffer.push(b"not json", b'{"type":"t","email":"nope"}')
+    tasks.flush_events.run()
+    assert dispatches.run_all() == ["rejected"]
+    assert fake.requests == []
+    status = buffer.status()
+    assert (status["dead"], status["in_flight"], status["queued"]) == (2, 0, 0)
 
 
 def test_bento_reported_failures_are_counted(buffer, dispatches, fake, monkeypatch):

@@ -1,0 +1,13 @@
+"""Django settings for tests/test_django_app.py (run under pytest-django by tests/test_django_suites.py)."""
+
+SECRET_KEY = "tests-only"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "bento_tasks"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+BENTO_SITE_UUID = "site-123"
+BENTO_PUBLISHABLE_KEY = "pub-abc"
+BENTO_SECRET_KEY = "sekrit-xyz"
+BENTO_FLUSH_INTERVAL = 5.0
+CELERY_BEAT_SCHEDULE = {"bento-flush": {"task": "bento_tasks.flush_events", "schedule": BENTO_FLUSH_INTERVAL}}

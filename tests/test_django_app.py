@@ -1,0 +1,227 @@
+"""bento_tasks inside a Django project: system checks, settings from Django, events sent after commit.
+
+Needs Django configured, which must not leak into the rest of the suite (bento_tasks then reads
+Django settings instead of the environment), so tests/test_django_suites.py runs this module in
+its own pytest-django process with tests/django_settings.py; the main run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+if not django_settings.configured:
+    pytest.skip("needs Django: run by tests/test_django_suites.py under pytest-django", allow_module_level=True)
+
+from celery import Celery, _state
+from celery.schedules import crontab
+from conftest import ROOT
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import transaction
+
+import bento_tasks
+from bento_tasks import InvalidEvent, conf, send_event_on_commit
+from bento_tasks.buffer import get_buffer
+
+
+@pytest.fixture(autouse=True)
+def project_app():
+    """The project's Celery app, as its celery.py makes it: configured from Django settings alone."""
+    previous = _state.get_current_app()
+    app = Celery("project")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.autodiscover_tasks()
+    yield app
+    previous.set_current()
+
+
+@pytest.fixture
+def queue(settings, redis_url):
+    """The Redis buffer the Django settings point at; returns a function listing queued events."""
+    settings.BENTO_REDIS_URL = redis_url
+    buffer = get_buffer()
+    return lambda: [json.loads(raw) for raw in buffer.redis.lrange(buffer.queue_key, 0, -1)]
+
+
+def bento_checks() -> list:
+    return run_checks(tags=["bento_tasks"])
+
+
+def test_a_complete_project_passes_every_check():
+    """Keys, defaults and the beat entry from the settings: `manage.py check` has nothing to say."""
+    assert bento_checks() == []
+    call_command("check")
+
+
+def test_missing_keys_are_reported_with_the_line_to_add(settings):
+    """A missing site uuid or secret key is a `manage.py check` warning naming the setting and the line to add
+    (a warning, so a developer without Bento keys can still migrate)."""
+    del settings.BENTO_SITE_UUID
+    settings.BENTO_SECRET_KEY = ""
+    messages = bento_checks()
+    assert [(m.id, m.msg.split()[0]) for m in messages] == [
+        ("bento_tasks.W001", "BENTO_SITE_UUID"),
+        ("bento_tasks.W001", "BENTO_SECRET_KEY"),
+    ]
+    assert 'Add BENTO_SITE_UUID = os.environ["BENTO_SITE_UUID"] to settings.py' in messages[0].hint
+    with pytest.raises(SystemCheckError, match="BENTO_SECRET_KEY is not set"):
+        call_command("check", fail_level="WARNING")
+
+
+def test_a_bento_dict_is_accepted(settings):
+    """A BENTO = {...} dict holds the same settings without the prefix."""
+    for name in ("BENTO_SITE_UUID", "BENTO_PUBLISHABLE_KEY", "BENTO_SECRET_KEY", "BENTO_FLUSH_INTERVAL"):
+        delattr(settings, name)
+    settings.BENTO = {"SITE_UUID": "dict-site", "PUBLISHABLE_KEY": "p", "SECRET_KEY": "s", "BATCH_SIZE": 250}
+    assert bento_checks() == []
+    assert (conf.get_settings().site_uuid, conf.get_settings().batch_size) == ("dict-site", 250)
+
+
+def test_batch_size_over_1000_is_reported(settings):
+    """A batch size above Bento's 1000 per request is an error whose hint gives the value to set."""
+    settings.BENTO_BATCH_SIZE = 5000
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.E001"
+    assert "BENTO_BATCH_SIZE = 1000" in message.hint
+
+
+@pytest.mark.parametrize(
+    ("url", "ids"),
+    [
+        ("http://app.bentonow.com/api/v1", ["bento_tasks.E002"]),
+        ("ftp://app.bentonow.com/api/v1", ["bento_tasks.E002"]),
+        ("http://127.0.0.1:8025/api/v1", []),
+        ("https://app.bentonow.com/api/v1", []),
+    ],
+)
+def test_api_url_must_be_https_except_loopback(settings, url, ids):
+    """A non-https API URL is an error (hint: the https default); http to a loopback fake is allowed."""
+    settings.BENTO_API_URL = url
+    messages = bento_checks()
+    assert [m.id for m in messages] == ids
+    assert all('BENTO_API_URL = "https://app.bentonow.com/api/v1"' in m.hint for m in messages)
+
+
+def test_any_other_invalid_setting_is_reported_by_name(settings):
+    """A setting the resolver refuses (here a non-numeric timeout) is reported with its name."""
+    settings.BENTO_TIMEOUT = "soon"
+    [message] = bento_checks()
+    assert (message.id, "BENTO_TIMEOUT" in message.msg) == ("bento_tasks.E003", True)
+
+
+def test_beat_schedule_without_the_flush_is_reported_with_the_entry_to_add(settings):
+    """No beat entry for flush_events: a warning whose hint is the exact entry (and the helper to call)."""
+    settings.CELERY_BEAT_SCHEDULE = {"other": {"task": "shop.tasks.cleanup", "schedule": 60}}
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.W002"
+    assert '"bento-flush": {"task": "bento_tasks.flush_events", "schedule": 5}' in message.hint
+    assert "bento_tasks.add_flush_schedule(app)" in message.hint
+
+
+@pytest.mark.parametrize("schedule", [60.0, crontab()])
+def test_a_flush_slower_than_its_interval_cannot_keep_up_with_the_rate_limit(settings, schedule):
+    """Beat flushing once a minute with BENTO_FLUSH_INTERVAL=5 uses a fraction of the rate limit: warned,
+    with both fixes; matching BENTO_FLUSH_INTERVAL to the schedule clears it."""
+    settings.CELERY_BEAT_SCHEDULE = {"bento-flush": {"task": "bento_tasks.flush_events", "schedule": schedule}}
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.W003"
+    assert "18 a minute, below BENTO_RATE_LIMIT (100 a minute)" in message.msg
+    assert '"schedule": 5' in message.hint and "BENTO_FLUSH_INTERVAL = 60" in message.hint
+    settings.BENTO_FLUSH_INTERVAL = 60
+    assert bento_checks() == []
+
+
+def test_add_flush_schedule_satisfies_the_checks(settings, project_app):
+    """With the schedule added by add_flush_schedule() instead of the setting, the beat checks pass and the
+    entry runs every BENTO_FLUSH_INTERVAL from the Django settings."""
+    settings.CELERY_BEAT_SCHEDULE = {}
+    settings.BENTO_FLUSH_INTERVAL = 2.5
+    bento_tasks.add_flush_schedule(project_app)
+    assert bento_checks() == []
+    assert project_app.conf.beat_schedule["bento-flush"] == {"task": "bento_tasks.flush_events", "schedule": 2.5}
+
+
+def test_project_app_finds_the_tasks(project_app):
+    """autodiscover_tasks() on the project's app registers the three shared tasks via INSTALLED_APPS."""
+    project_app.loader.import_default_modules()
+    assert {"bento_tasks.send_event", "bento_tasks.flush_events", "bento_tasks.post_batch"} <= set(project_app.tasks)
+
+
+def test_changed_django_settings_take_effect_at_once(settings):
+    """override_settings / pytest-django's settings fixture reset the resolved settings (setting_changed)."""
+    assert conf.get_settings().batch_size == 1000
+    settings.BENTO_BATCH_SIZE = 10
+    assert conf.get_settings().batch_size == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_is_queued_when_its_transaction_commits(queue):
+    """send_event_on_commit() queues nothing inside the transaction and the event (dated at the call) after commit."""
+    from django.contrib.auth.models import User
+
+    with transaction.atomic():
+        User.objects.create(username="jesse", email="jesse@example.com")
+        send_event_on_commit("$subscribe", "jesse@example.com", fields={"first_name": "Jesse"})
+        bento_tasks.purchase("jesse@example.com", "order-1", 8000, "USD", on_commit=True)
+        assert queue() == []
+    events = queue()
+    assert [(e["type"], e["email"]) for e in events] == [
+        ("$subscribe", "jesse@example.com"),
+        ("$purchase", "jesse@example.com"),
+    ]
+    assert events[1]["details"]["unique"] == {"key": "order-1"}
+    assert all(e["date"] for e in events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_sends_nothing(queue):
+    """A rolled-back transaction, or savepoint, discards its events; the committed outer one still sends."""
+    from django.contrib.auth.models import User
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        User.objects.create(username="walter", email="walter@example.com")
+        send_event_on_commit("$subscribe", "walter@example.com")
+        raise RuntimeError("payment declined")
+    assert queue() == [] and not User.objects.filter(username="walter").exists()
+
+    with transaction.atomic():
+        send_event_on_commit("outer", "jesse@example.com")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            send_event_on_commit("inner", "jesse@example.com")
+            raise RuntimeError("inner step failed")
+    assert [e["type"] for e in queue()] == ["outer"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_invalid_event_raises_at_the_call_not_at_commit(queue):
+    """send_event_on_commit() validates at once, so the caller sees InvalidEvent inside its transaction."""
+    with pytest.raises(InvalidEvent, match="email"), transaction.atomic():
+        send_event_on_commit("$subscribe", "not-an-email")
+    assert queue() == []
+
+
+def test_status_cli_reads_the_django_settings_module(queue, redis_url, tmp_path):
+    """`python -m bento_tasks status --json` with only DJANGO_SETTINGS_MODULE set counts the project's queue."""
+    bento_tasks.track("signup", "jesse@example.com")
+    bento_tasks.track("signup", "walter@example.com")
+    (tmp_path / "cli_settings.py").write_text(
+        f'BENTO_SITE_UUID = "site"\nBENTO_PUBLISHABLE_KEY = "pub"\nBENTO_SECRET_KEY = "secret"\n'
+        f"BENTO_REDIS_URL = {redis_url!r}\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "cli_settings"}
+    out = subprocess.run(
+        [sys.executable, "-m", "bento_tasks", "status", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["queued"] == 2

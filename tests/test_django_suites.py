@@ -1,0 +1,42 @@
+"""The Django tests, each suite in its own pytest-django process.
+
+Once Django is configured in a process, bento_tasks reads Django settings instead of the
+environment, so these suites cannot share the main test process. A failure prints the suite's output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def run_pytest(cwd, *args: str) -> None:
+    # Settings come from each suite's Django settings module, never from this process's environment.
+    leaks = ("BENTO_", "DJANGO_", "CELERY_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaks) or k == "BENTO_TESTS_REQUIRE_REDIS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"pytest {' '.join(args)} in {cwd} failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
+    assert " passed" in done.stdout, done.stdout
+
+
+def test_django_integration_suite_passes():
+    """tests/test_django_app.py (checks, settings from Django, on-commit sends) passes under pytest-django."""
+    run_pytest(ROOT, "--ds=tests.django_settings", "tests/test_django_app.py")
+
+
+@pytest.mark.slow
+def test_example_shop_suite_passes():
+    """examples/django_shop's own tests pass: its views' events, and a live worker delivering to the fake Bento."""
+    run_pytest(ROOT / "examples" / "django_shop")
