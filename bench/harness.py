@@ -5,6 +5,7 @@ Nothing here touches the shared Redis on 6379: every run starts its own ``redis-
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -26,13 +27,20 @@ from bento_tasks.testing import FakeBento, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = Path(tempfile.mkdtemp(prefix="bento-bench-"))
+# The buffer's keys under the default BENTO_REDIS_PREFIX (see bento_tasks/buffer.py).
+QUEUE_KEY, INFLIGHT_KEY = "{bento}:queue", "{bento}:inflight"
 
-# Bento's three documented example events, in rotation, each made unique by its email (and order id).
-DATE = "2026-01-01T12:00:00.000000+00:00"
+# Backlog events happened a microsecond apart, dated as track() dates them.
+_EPOCH = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+
+
+def event_date(n: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=n)
 
 
 def bento_event(n: int) -> dict[str, Any]:
-    """Event number ``n`` of a realistic mix: Bento's documented examples, ~180 bytes on average."""
+    """Event number ``n`` of a realistic mix: Bento's three documented examples in rotation, each made
+    unique by its email (and order id), ~180 bytes of JSON on average."""
     email = f"user{n}@example.com"
     kind = n % 3
     if kind == 0:
@@ -54,7 +62,7 @@ def bento_event(n: int) -> dict[str, Any]:
 def encoded_events(count: int, start: int = 0) -> list[bytes]:
     """The backlog as ``track()`` would have queued it (compact JSON with a date), built without it for speed."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    return [dumps({**bento_event(n), "date": DATE}).encode() for n in range(start, start + count)]
+    return [dumps({**bento_event(n), "date": event_date(n).isoformat()}).encode() for n in range(start, start + count)]
 
 
 def event_number(event: dict[str, Any]) -> int:
@@ -65,12 +73,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def spread(values: Sequence[float]) -> str:
-    """How noisy repeated runs were: min-max as a percentage of the median."""
+def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """How noisy repeated runs were: how many, and the lowest and highest."""
     if len(values) < 2:
         return "1 run"
-    mid = statistics.median(values)
-    return f"±{(max(values) - min(values)) / 2 / mid * 100:.0f}% over {len(values)}" if mid else "n/a"
+    return f"{len(values)} runs, {fmt.format(min(values))} to {fmt.format(max(values))}"
 
 
 class Stack:
@@ -108,13 +115,17 @@ class Stack:
         app.close()
         app.set_current()
 
-    def fill(self, raws: Sequence[bytes], queue_key: str = "{bento}:queue") -> None:
+    def fill(self, raws: Sequence[bytes]) -> None:
         """Put a whole backlog on the queue at once (RENAME is atomic: no flush sees half of it)."""
         pipe = self.redis.pipeline(transaction=False)
         for i in range(0, len(raws), 10_000):
             pipe.rpush("bench:fill", *raws[i : i + 10_000])
         pipe.execute()
-        self.redis.rename("bench:fill", queue_key)
+        self.redis.rename("bench:fill", QUEUE_KEY)
+
+    def settled(self) -> bool:
+        """Nothing queued or in flight: every batch was acknowledged, so no late duplicate can follow."""
+        return self.redis.llen(QUEUE_KEY) == 0 and self.redis.zcard(INFLIGHT_KEY) == 0
 
     def close(self) -> None:
         self.fake.stop()

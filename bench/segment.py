@@ -7,7 +7,6 @@ messages with Segment's own ``Client.track()``, queues them, then lets Segment's
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import queue
 import sys
@@ -16,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .harness import DATE, bento_event
+from .harness import bento_event, event_date
 
 WRITE_KEY = "bench-write-key"
 
@@ -92,15 +91,14 @@ def main(url: str, count: int) -> None:
 
     # send=False: Client.track() builds and returns each message exactly as it would queue it.
     builder = Client(WRITE_KEY, send=False)
-    timestamp = dt.datetime.fromisoformat(DATE)
     messages: queue.Queue[dict[str, Any]] = queue.Queue()
     for n in range(count):
         event = bento_event(n)
         context = {"traits": event["fields"]} if "fields" in event else None
-        _, message = builder.track(event["email"], event["type"], event.get("details"), context, timestamp)
+        _, message = builder.track(event["email"], event["type"], event.get("details"), context, event_date(n))
         messages.put(message)
-    # The consumer thread Client(host=url) starts, with the client's defaults (batches of 100), started only
-    # once the whole backlog is queued so that building messages does not share its time.
+    # The consumer thread that Client(host=url) would start, with the client's defaults (batches of 100);
+    # started once the whole backlog is queued, so building the messages does not take its time.
     consumer = Consumer(messages, WRITE_KEY, host=url, upload_size=100)
     consumer.start()
     messages.join()

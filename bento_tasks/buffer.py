@@ -141,30 +141,21 @@ class Buffer:
 
     # -- the flush -------------------------------------------------------------------------
 
-    def claim(self, full_only: bool = False) -> tuple[str, list[bytes]] | None:
-        """Atomically move the next batch from the queue into a leased batch.
+    def claim(self, full_only: bool = False) -> tuple[str, int] | None:
+        """Atomically move the next batch from the queue into a leased batch; return its id and size.
 
         With ``full_only``, a queue too short for a full batch (by count or bytes) is left alone.
         """
         batch_id = new_batch_id()
-        items = self._run_claim(batch_id, full_only, count_only=False)
-        return (batch_id, items) if items else None
-
-    def claim_count(self, full_only: bool = False) -> tuple[str, int] | None:
-        """``claim``, returning the batch's size instead of its events (the post task reads them, once)."""
-        batch_id = new_batch_id()
-        count = self._run_claim(batch_id, full_only, count_only=True)
+        s = self.settings
+        count = self._claim(
+            keys=[self.queue_key, self.inflight_key, self.batch_key(batch_id)],
+            args=[s.batch_size, s.batch_max_bytes, s.lease_seconds, batch_id, int(full_only)],
+        )
         return (batch_id, count) if count else None
 
-    def _run_claim(self, batch_id: str, full_only: bool, count_only: bool) -> Any:
-        s = self.settings
-        return self._claim(
-            keys=[self.queue_key, self.inflight_key, self.batch_key(batch_id)],
-            args=[s.batch_size, s.batch_max_bytes, s.lease_seconds, batch_id, int(full_only), int(count_only)],
-        )
-
     def reject(self, batch_id: str, rejected: list[tuple[bytes, str]]) -> int:
-        """Move invalid events of a just-claimed batch to the dead letters; return how many stay."""
+        """Move invalid events of a batch about to be posted to the dead letters; return how many stay."""
         args: list[Any] = [batch_id]
         for event, reason in rejected:
             args += [event, dead_letter_header(reason)]

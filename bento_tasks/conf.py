@@ -39,7 +39,7 @@ class Settings:
     batch_size: int = MAX_BATCH_SIZE
     #: Bytes of event JSON per POST; a claim stops short of it.
     batch_max_bytes: int = 4 * 1024 * 1024
-    #: Bytes of one serialized event; larger ones are refused by track() and dead-lettered by the flush.
+    #: Bytes of one serialized event; larger ones are refused by track() and dead-lettered before a POST.
     max_event_bytes: int = 64 * 1024
     #: POSTs per minute shared by all workers (Bento documents 100 for /batch/*); 0 disables the limiter.
     rate_limit: int = 100

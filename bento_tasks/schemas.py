@@ -1,7 +1,8 @@
 """Marshmallow schemas of a Bento event and a batch, as Bento's API documentation describes them.
 
-Every event goes through ``EventSchema`` twice (``track()``, then the flush), so it is built for speed
-(profiled: marshmallow's machinery, not the checks themselves, was most of a flush's CPU time):
+Every event goes through ``EventSchema`` twice (``track()``, then ``post_batch`` before the POST), so it
+is built for speed (profiled: marshmallow's machinery, not the checks themselves, was most of the
+worker's CPU time; see bench/RESULTS.md):
 
 - each field checks a whole value in one call, where ``Dict(keys=..., values=...)`` would make two
   field calls per entry, and builds its validator chain once, not per value;
@@ -19,7 +20,7 @@ import decimal
 import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, missing, validate
 from marshmallow import fields as ma
@@ -56,7 +57,7 @@ class EmailAddress(_ValidatorsOnce, ma.Email):
 class JsonObject(_ValidatorsOnce, ma.Field):
     """An object with string keys (``details``): what ``Dict(keys=String())`` accepts, with its errors."""
 
-    default_error_messages = {"invalid": "Not a valid mapping type."}
+    default_error_messages: ClassVar[dict[str, str]] = {"invalid": "Not a valid mapping type."}
     _key_field = ma.String()  # only consulted for a key that is not a str, to word the error as marshmallow does
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:

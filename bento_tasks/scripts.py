@@ -19,37 +19,36 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
 # CLAIM: move up to ARGV[1] events from the queue into a new batch and lease it.
 # KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list
-# ARGV[1] max events, ARGV[2] max bytes (the first event is taken even if larger, so the flush
+# ARGV[1] max events, ARGV[2] max bytes (the first event is taken even if larger, so the post task
 #         can dead-letter it), ARGV[3] lease seconds, ARGV[4] new batch id,
-# ARGV[5] '1' to claim only a full batch (full by count or by bytes), else '0',
-# ARGV[6] '1' to return only how many events were claimed (the flush needs no more), else '0'
-# Returns the claimed events (empty when the queue is empty, or too short for a full batch), or their number.
+# ARGV[5] '1' to claim only a full batch (full by count or by bytes), else '0'
+# Returns how many events were claimed (0: the queue is empty, or too short for a full batch).
+# Only the count comes back: the post task reads the events, so they cross to Python once.
 CLAIM = (
     _NOW
     + """
 local max_events, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-local items, size, full = {}, 0, false
+local n, size, full = 0, 0, false
 while true do
-  if #items == max_events then full = true break end
+  if n == max_events then full = true break end
   local item = redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT')
   if not item then break end
   size = size + #item
-  if #items > 0 and size > max_bytes then
+  if n > 0 and size > max_bytes then
     redis.call('LMOVE', KEYS[3], KEYS[1], 'RIGHT', 'LEFT')
     full = true
     break
   end
-  items[#items + 1] = item
+  n = n + 1
 end
-if #items > 0 and not full and ARGV[5] == '1' then
-  for i = 1, #items do redis.call('LMOVE', KEYS[3], KEYS[1], 'RIGHT', 'LEFT') end
-  items = {}
+if n > 0 and not full and ARGV[5] == '1' then
+  for i = 1, n do redis.call('LMOVE', KEYS[3], KEYS[1], 'RIGHT', 'LEFT') end
+  return 0
 end
-if #items > 0 then
+if n > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
 end
-if ARGV[6] == '1' then return #items end
-return items
+return n
 """
 )
 
@@ -151,7 +150,7 @@ redis.call('DEL', KEYS[2])
 return #items
 """
 
-# REJECT: take events the flush found invalid out of a freshly claimed batch into the dead letters.
+# REJECT: take events the post task found invalid out of its batch into the dead letters.
 # KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] dead-letter list
 # ARGV[1] batch id, then pairs: ARGV[2k] the event as queued, ARGV[2k+1] its dead-letter header
 # Returns the number of events left in the batch (0: it is gone).

@@ -104,7 +104,7 @@ def flush_events() -> dict[str, int]:
     while room > 0 and time.monotonic() < deadline:
         # Requests are the scarce resource (about 100 a minute): while batches are still on their
         # way, a partial batch waits to fill up; with nothing in flight, it goes now.
-        claimed = buffer.claim_count(full_only=in_flight > 0)
+        claimed = buffer.claim(full_only=in_flight > 0)
         if claimed is None:
             break
         post_batch.delay(claimed[0])

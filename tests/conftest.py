@@ -268,3 +268,11 @@ def run_cli(env: dict[str, str], *args: str, module: bool = True) -> subprocess.
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
     )
+
+
+def claim_events(buffer, full_only: bool = False) -> tuple[str, list[bytes]] | None:
+    """Claim a batch and read back its events, as the post task will."""
+    claimed = buffer.claim(full_only=full_only)
+    if claimed is None:
+        return None
+    return claimed[0], buffer.redis.lrange(buffer.batch_key(claimed[0]), 0, -1)

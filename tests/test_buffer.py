@@ -6,6 +6,7 @@ import json
 import threading
 
 import redis
+from conftest import claim_events
 
 from bento_tasks.buffer import Buffer
 
@@ -17,7 +18,9 @@ def _events(n: int, start: int = 0) -> list[bytes]:
 def test_claim_takes_at_most_batch_size_in_order(buffer, monkeypatch):
     """A claim moves the oldest events, up to BENTO_BATCH_SIZE, into one leased batch."""
     buffer.push(*_events(2500))
-    batch_id, items = buffer.claim()
+    batch_id, count = buffer.claim()
+    assert count == 1000
+    items = buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1)
     assert items == _events(1000)
     assert buffer.redis.llen(buffer.queue_key) == 1500
     assert buffer.redis.zscore(buffer.inflight_key, batch_id) is not None
@@ -26,7 +29,7 @@ def test_claim_takes_at_most_batch_size_in_order(buffer, monkeypatch):
 
 def test_claim_on_empty_queue_returns_none(buffer):
     """An empty queue claims nothing and leaves no lease behind."""
-    assert buffer.claim() is None
+    assert claim_events(buffer) is None
     assert buffer.inflight_batches() == 0
 
 
@@ -41,8 +44,8 @@ def test_claim_stops_at_byte_budget_but_takes_an_oversized_first_event(bento_env
     buffer = get_buffer()
     big = b"x" * 500
     buffer.push(big, *_events(5))
-    assert buffer.claim()[1] == [big]
-    _, items = buffer.claim()
+    assert claim_events(buffer)[1] == [big]
+    _, items = claim_events(buffer)
     assert items == _events(2)  # each event is 40 bytes: a third would pass 100
     assert buffer.redis.llen(buffer.queue_key) == 3
 
@@ -54,7 +57,7 @@ def test_concurrent_claims_never_share_an_event(buffer, redis_url):
 
     def drain():
         own = Buffer(buffer.settings, redis.Redis.from_url(redis_url))
-        while (claimed := own.claim()) is not None:
+        while (claimed := claim_events(own)) is not None:
             taken.append(claimed[1])
 
     threads = [threading.Thread(target=drain) for _ in range(8)]
@@ -71,7 +74,7 @@ def test_concurrent_claims_never_share_an_event(buffer, redis_url):
 def test_reject_moves_invalid_events_to_dead_letters(buffer):
     """Rejected events leave the batch for the dead letters, with their reason."""
     buffer.push(*_events(3))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     left = buffer.reject(batch_id, [(items[1], "email: bad")])
     assert left == 2
     assert buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1) == [items[0], items[2]]
@@ -82,7 +85,7 @@ def test_reject_moves_invalid_events_to_dead_letters(buffer):
 def test_reject_of_every_event_drops_the_lease(buffer):
     """A batch left empty by the flush's validation is not left in flight."""
     buffer.push(*_events(1))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     assert buffer.reject(batch_id, [(items[0], "bad")]) == 0
     assert buffer.inflight_batches() == 0
     assert buffer.status()["dead"] == 1
@@ -91,7 +94,7 @@ def test_reject_of_every_event_drops_the_lease(buffer):
 def test_begin_returns_events_and_ack_removes_them(buffer):
     """BEGIN hands over the events; ACK deletes batch and lease and counts the delivery."""
     buffer.push(*_events(10))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     begin = buffer.begin(batch_id, interval=0, max_sleep=1)
     assert begin.reserved and list(begin.events) == items and begin.wait == 0
     assert buffer.ack(batch_id, 10, 10, 0) is True
@@ -102,7 +105,7 @@ def test_begin_returns_events_and_ack_removes_them(buffer):
 def test_begin_on_handed_over_batch_is_stale(buffer):
     """A message naming a batch id that was handed over does nothing."""
     buffer.push(*_events(1))
-    batch_id, _ = buffer.claim()
+    batch_id, _ = claim_events(buffer)
     new_id = buffer.handoff(batch_id, lease=60)
     assert new_id and new_id != batch_id
     assert buffer.begin(batch_id, 0, 1).stale
@@ -114,7 +117,7 @@ def test_rate_limiter_spaces_posts_across_callers(buffer):
     ids = []
     for _ in range(2):
         buffer.push(*_events(1))
-        ids.append(buffer.claim()[0])
+        ids.append(claim_events(buffer)[0])
     first = buffer.begin(ids[0], interval=10, max_sleep=1)
     second = buffer.begin(ids[1], interval=10, max_sleep=1)
     assert first.reserved and first.wait == 0
@@ -126,7 +129,7 @@ def test_rate_limiter_spaces_posts_across_callers(buffer):
 def test_pause_blocks_begin_and_reports_who_started_it(buffer):
     """A pause holds every POST back; only the call that started it says so."""
     buffer.push(*_events(1))
-    batch_id, _ = buffer.claim()
+    batch_id, _ = claim_events(buffer)
     started, left = buffer.pause(30)
     again, _ = buffer.pause(5)
     assert started and not again and 29 < left <= 30
@@ -138,8 +141,8 @@ def test_pause_blocks_begin_and_reports_who_started_it(buffer):
 def test_recover_expired_hands_over_only_dead_leases(buffer, monkeypatch):
     """Only batches whose lease ran out are re-dispatched, each exactly once."""
     buffer.push(*_events(2000))
-    live_id, _ = buffer.claim()
-    dead_id, _ = buffer.claim()
+    live_id, _ = claim_events(buffer)
+    dead_id, _ = claim_events(buffer)
     buffer.redis.zadd(buffer.inflight_key, {dead_id: 1})  # lease ran out long ago
     recovered = list(buffer.recover_expired())
     assert len(recovered) == 1 and recovered[0] not in (live_id, dead_id)
@@ -150,7 +153,7 @@ def test_recover_expired_hands_over_only_dead_leases(buffer, monkeypatch):
 def test_split_halves_a_batch(buffer):
     """SPLIT replaces a batch with two leased halves holding every event once."""
     buffer.push(*_events(5))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     left, right = buffer.split(batch_id)
     assert buffer.redis.lrange(buffer.batch_key(left), 0, -1) == items[:2]
     assert buffer.redis.lrange(buffer.batch_key(right), 0, -1) == items[2:]
@@ -160,7 +163,7 @@ def test_split_halves_a_batch(buffer):
 def test_bury_keeps_each_event_with_reason_status_and_attempts(buffer):
     """A dead-lettered batch keeps every event, the reason, the HTTP status and the attempt count."""
     buffer.push(*_events(3))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     assert buffer.bury(batch_id, "retries exhausted: 503", 503, 41) == 3
     letters = buffer.dead_letters()
     assert [letter.event for letter in letters] == items
@@ -173,7 +176,7 @@ def test_bury_keeps_each_event_with_reason_status_and_attempts(buffer):
 def test_replay_moves_dead_letters_back_to_the_queue(buffer):
     """Replay by reason puts exactly those events back on the queue."""
     buffer.push(*_events(2))
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     buffer.reject(batch_id, [(items[0], "email: bad"), (items[1], "type: bad")])
     assert buffer.replay("email") == 1
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [items[0]]
@@ -185,13 +188,13 @@ def test_scripts_survive_a_script_flush(buffer):
     """After Redis forgets its scripts (a restart), calls by SHA reload them transparently."""
     buffer.push(*_events(1))
     buffer.redis.script_flush()
-    assert buffer.claim() is not None
+    assert claim_events(buffer) is not None
 
 
 def test_status_counts_events_not_batches(buffer):
     """status reports queued, in-flight and dead as numbers of events."""
     buffer.push(*_events(1500))
-    buffer.claim()
+    claim_events(buffer)
     status = buffer.status()
     assert (status["queued"], status["in_flight"], status["dead"], status["batches_in_flight"]) == (500, 1000, 0, 1)
 
@@ -199,21 +202,8 @@ def test_status_counts_events_not_batches(buffer):
 def test_full_only_claim_leaves_a_short_queue_alone(buffer):
     """full_only claims nothing from a queue shorter than a batch, and keeps its order."""
     buffer.push(*_events(999))
-    assert buffer.claim(full_only=True) is None
+    assert claim_events(buffer, full_only=True) is None
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == _events(999)
     assert buffer.inflight_batches() == 0
     buffer.push(*_events(1, start=999))
-    assert len(buffer.claim(full_only=True)[1]) == 1000
-
-
-def test_claim_count_claims_like_claim_but_returns_only_the_size(buffer):
-    """The flush's claim leases the same batch as claim() without bringing the events back."""
-    buffer.push(*_events(1500))
-    batch_id, count = buffer.claim_count()
-    assert count == 1000
-    assert buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1) == _events(1000)
-    assert buffer.redis.zscore(buffer.inflight_key, batch_id) is not None
-    assert buffer.claim_count(full_only=True) is None
-    assert buffer.redis.llen(buffer.queue_key) == 500
-    assert buffer.claim_count()[1] == 500
-    assert buffer.claim_count() is None
+    assert len(claim_events(buffer, full_only=True)[1]) == 1000

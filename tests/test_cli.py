@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import claim_events, run_cli
 
 from bento_tasks import track
 
@@ -55,7 +55,7 @@ def test_missing_setting_is_named(bento_env):
 def test_dead_list_replay_and_purge(bento_env, buffer):
     """dead list shows event, reason, status and time; replay --reason requeues; purge needs --yes."""
     buffer.push(b'{"type":"t","email":"bad"}', b'{"type":"t","email":"a@example.com","x":1}')
-    batch_id, items = buffer.claim()
+    batch_id, items = claim_events(buffer)
     buffer.reject(batch_id, [(items[0], "invalid Bento event: email: Not a valid email address.")])
     buffer.reject(batch_id, [(items[1], "invalid Bento event: x: Unknown field.")])
 

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import wait_until
+from conftest import claim_events, wait_until
 
 from bento_tasks import conf, flush_events, track
 
@@ -46,7 +46,7 @@ def drained(buffer) -> bool:
 def test_batch_claimed_by_a_dead_flush_is_recovered(short_lease, buffer, fake, start_worker):
     """A batch claimed by a process that died before dispatching it is re-sent once its lease runs out."""
     emails = queue(1500)
-    _, orphan = buffer.claim()  # the claim happened; the dispatch never did
+    _, orphan = claim_events(buffer)  # the claim happened; the dispatch never did
     assert len(orphan) == 1000
     start_worker()
     fake.wait_for_events(1500, timeout=30)

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from marshmallow import RAISE, Schema, validate
 from marshmallow import fields as ma
 
-from bento_tasks.schemas import EVENT_SCHEMA, EVENTS_SCHEMA, EventDate, EventSchema
 from bento_tasks.schemas import _SCALARS as SCALARS
+from bento_tasks.schemas import EVENT_SCHEMA, EVENTS_SCHEMA, EventDate, EventSchema
 
 
 class _FlatValue(ma.Field):
