@@ -37,12 +37,9 @@ class Begin:
     """What BEGIN decided for a batch about to be posted."""
 
     stale: bool = False  # handed over to another task: do nothing
+    reserved: bool = False  # a rate-limit slot is ours: POST `events` after `wait`
     wait: float = 0.0  # seconds until the POST may go (or until it is worth asking again)
-    events: tuple[bytes, ...] = ()  # non-empty when a rate-limit slot was reserved: POST after `wait`
-
-    @property
-    def reserved(self) -> bool:
-        return bool(self.events)
+    events: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +169,10 @@ class Buffer:
     def inflight_batches(self) -> int:
         return self.redis.zcard(self.inflight_key)
 
+    def busy_batches(self) -> int:
+        """Batches in flight that may be posted within one lease; those waiting out a backoff do not count."""
+        return self.redis.zcount(self.inflight_key, "-inf", self.now() + self.settings.lease_seconds + 1)
+
     def now(self) -> float:
         seconds, micros = self.redis.time()
         return seconds + micros / 1_000_000
@@ -186,7 +187,9 @@ class Buffer:
         if reply[0] == -1:
             return Begin(stale=True)
         wait = max(0.0, float(reply[1]))
-        return Begin(wait=wait, events=tuple(reply[2]) if reply[0] == 1 else ())
+        if reply[0] == 1:
+            return Begin(reserved=True, wait=wait, events=tuple(reply[2]))
+        return Begin(wait=wait)
 
     def ack(self, batch_id: str, size: int, accepted: int, failed: int) -> bool:
         keys = [self.inflight_key, self.batch_key(batch_id), self.stats_key, self.reports_key]
@@ -245,13 +248,15 @@ class Buffer:
         }
 
     def failure_reports(self, limit: int = -1) -> list[dict[str, Any]]:
-        """Bento's answers that counted failed events, newest first."""
-        end = -1 if limit < 0 else limit - 1
-        return [json.loads(raw) for raw in self.redis.lrange(self.reports_key, 0, end)]
+        """Bento's answers that counted failed events, newest first (``limit`` < 0: all)."""
+        return [json.loads(raw) for raw in self._first(self.reports_key, limit)]
 
     def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
-        end = -1 if limit < 0 else limit - 1
-        return [_parse_dead_letter(raw) for raw in self.redis.lrange(self.dead_key, 0, end)]
+        """Dead letters, oldest first (``limit`` < 0: all)."""
+        return [_parse_dead_letter(raw) for raw in self._first(self.dead_key, limit)]
+
+    def _first(self, key: str, limit: int) -> list[bytes]:
+        return [] if limit == 0 else self.redis.lrange(key, 0, limit - 1 if limit > 0 else -1)
 
     def replay(self, reason_contains: str | None = None) -> int:
         """Put dead letters (all, or those whose reason contains the text) back on the queue."""

@@ -6,14 +6,14 @@ code's handling is tested without a network; ``post_events`` is the thin I/O bet
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import enum
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -45,6 +45,12 @@ class Post:
     params: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    # Given to requests as Basic auth (which also keeps ~/.netrc from replacing it); never in a repr.
+    auth: tuple[str, str] = field(repr=False, default=("", ""))
+
+
+# A Retry-After longer than this is taken as this: a typo or a hostile header must not stop delivery for good.
+MAX_RETRY_AFTER = 3600.0
 
 
 def user_agent(settings: Settings) -> str:
@@ -54,17 +60,16 @@ def user_agent(settings: Settings) -> str:
 
 def build_post(settings: Settings, events: Sequence[bytes]) -> Post:
     """The request for a batch of events already encoded as JSON (joined, never re-encoded)."""
-    token = base64.b64encode(f"{settings.publishable_key}:{settings.secret_key}".encode()).decode()
     return Post(
         url=settings.events_url,
         params={"site_uuid": settings.site_uuid},
         headers={
-            "Authorization": f"Basic {token}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": user_agent(settings),
         },
         body=b'{"events":[' + b",".join(events) + b"]}",
+        auth=(settings.publishable_key, settings.secret_key),
     )
 
 
@@ -74,16 +79,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
 
 def _shorten(body: bytes, limit: int = 500) -> str:
@@ -97,10 +104,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, events: int, 
     if 200 <= status < 300:
         try:
             answer = json.loads(body)
-            accepted, failed = int(answer.get("results", events)), int(answer.get("failed", 0))
-        except (ValueError, TypeError, AttributeError):
-            # Bento took the batch; an unreadable answer is no reason to send it again.
-            accepted, failed = events, 0
+            accepted, failed = int(answer["results"]), int(answer.get("failed", 0))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # A 2xx without Bento's {"results": N} is a proxy or maintenance page, not Bento: deleting
+            # the batch on it could lose events, so it is retried (a duplicate at worst).
+            return Outcome(Verdict.RETRY, status, detail=f"2xx without Bento's answer: {detail}")
         return Outcome(Verdict.DELIVERED, status, accepted=accepted, failed=failed, detail=detail)
     if status == 429:
         return Outcome(Verdict.RATE_LIMITED, status, retry_after, detail=detail)
@@ -133,6 +141,7 @@ def post_events(settings: Settings, events: Sequence[bytes]) -> Outcome:
             params=post.params,
             data=post.body,
             headers=post.headers,
+            auth=post.auth,
             timeout=(settings.connect_timeout, settings.timeout),
             allow_redirects=False,  # requests would turn a redirected POST into a GET
         )

@@ -124,6 +124,22 @@ def _lookup(name: str, django_settings: Any | None) -> Any | None:
     return value if value not in (None, "") else None
 
 
+def optional_setting(name: str, default: Any) -> Any:
+    """One optional setting, parsed, without resolving (or requiring) the rest.
+
+    For processes that need a single value and no Bento keys, e.g. a beat reading the flush interval.
+    """
+    value = _lookup(name, _django_settings())
+    return default if value is None else _parse(name, value)
+
+
+def _parse(name: str, value: Any) -> Any:
+    try:
+        return _OPTIONAL[name][1](value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} has an invalid value {value!r}") from None
+
+
 def _check_url(url: str) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -172,15 +188,12 @@ def resolve_settings() -> Settings:
         value = _lookup(name, django_settings)
         if not value:
             raise ConfigurationError(f"{name} is not set: add it to {source} (see the bento-tasks README, Settings)")
-        values[name.removeprefix("BENTO_").lower()] = str(value)
-    for name, (attr, parse) in _OPTIONAL.items():
+        # A key read from a file often ends in a newline: Bento would answer 401 for ever.
+        values[name.removeprefix("BENTO_").lower()] = str(value).strip()
+    for name, (attr, _) in _OPTIONAL.items():
         value = _lookup(name, django_settings)
-        if value is None:
-            continue
-        try:
-            values[attr] = parse(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"{name} has an invalid value {value!r}") from None
+        if value is not None:
+            values[attr] = _parse(name, value)
     resolved = Settings(**values)
     _check(resolved)
     return resolved

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from .conf import get_settings
+from .conf import Settings, optional_setting
 
 FLUSH_TASK = "bento_tasks.flush_events"
 FLUSH_ENTRY = "bento-flush"
@@ -23,7 +23,8 @@ def add_flush_schedule(app: Celery) -> None:
         # In place, as Celery's add_periodic_task does: with namespace="CELERY" an assigned beat_schedule
         # would hide behind the CELERY_BEAT_SCHEDULE setting.
         sender.conf.beat_schedule.setdefault(
-            FLUSH_ENTRY, {"task": FLUSH_TASK, "schedule": get_settings().flush_interval}
+            FLUSH_ENTRY,
+            {"task": FLUSH_TASK, "schedule": optional_setting("BENTO_FLUSH_INTERVAL", Settings.flush_interval)},
         )
 
     if app.configured:

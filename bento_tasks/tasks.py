@@ -20,7 +20,7 @@ from .buffer import get_buffer
 from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
-from .exceptions import BufferUnavailable, InvalidEvent
+from .exceptions import InvalidEvent
 from .policy import backoff_delay, countdown, dispatch_room, rate_interval
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,16 @@ class EventTask(Task):
         return inspect.signature(self.run)  # ~20 µs a call, on every delay(): computed once
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        bound = self._run_signature.bind(*(args or ()), **(kwargs or {}))
-        call = bound.arguments
+        settings = get_settings()
+        call = self._run_signature.bind(*(args or ()), **(kwargs or {})).arguments
         event = build_event(**call)
-        raw = encode_event(event, get_settings().max_event_bytes)
-        if get_settings().delivery != "redis":
+        raw = encode_event(event, settings.max_event_bytes)
+        if settings.delivery != "redis":
             # BENTO_DELIVERY test modes bypass the broker too: the event is delivered before delay() returns.
             return enqueue(raw)
         call["date"] = event["date"]
+        # Celery logs (and Flower shows) a task's arguments: the address is masked there.
+        options.setdefault("kwargsrepr", repr({**call, "email": mask_email(call["email"], settings)}))
         return super().apply_async((), call, **options)
 
 
@@ -57,10 +59,12 @@ class EventTask(Task):
     base=EventTask,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(BufferUnavailable,),
+    # Any failure (Redis down, a worker missing a setting) retries: an acked failure would lose the
+    # event, which left the caller when .delay() returned.
+    autoretry_for=(Exception,),
     retry_backoff=True,
     retry_backoff_max=60,
-    max_retries=None,  # Redis down: keep the message and retry until it is back
+    max_retries=None,
     ignore_result=True,
 )
 def send_event(
@@ -97,19 +101,22 @@ def flush_events() -> dict[str, int]:
     for batch_id in buffer.recover_expired():
         post_batch.delay(batch_id)
         counts["recovered"] += 1
-    in_flight = buffer.inflight_batches()
-    room = dispatch_room(settings, in_flight)
+    # Batches waiting out a backoff still hold room (an outage must not claim the whole backlog),
+    # but only batches about to be posted hold back a partial one (one failing batch must not stall
+    # a quiet site's events for an hour).
+    room = dispatch_room(settings, buffer.inflight_batches())
+    busy = buffer.busy_batches()
     # A tick never runs past the next one, however deep the backlog.
     deadline = time.monotonic() + settings.flush_interval
     while room > 0 and time.monotonic() < deadline:
-        # Requests are the scarce resource (about 100 a minute): while batches are still on their
-        # way, a partial batch waits to fill up; with nothing in flight, it goes now.
-        claimed = buffer.claim(full_only=in_flight > 0)
+        # Requests are the scarce resource (about 100 a minute): while batches are on their way,
+        # a partial batch waits to fill up; with none, it goes now.
+        claimed = buffer.claim(full_only=busy > 0)
         if claimed is None:
             break
         post_batch.delay(claimed[0])
         counts["dispatched"] += 1
-        in_flight += 1
+        busy += 1
         room -= 1
     if any(counts.values()):
         logger.info("bento_tasks: flush %s", counts)

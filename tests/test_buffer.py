@@ -167,6 +167,7 @@ def test_bury_keeps_each_event_with_reason_status_and_attempts(buffer):
     assert buffer.bury(batch_id, "retries exhausted: 503", 503, 41) == 3
     letters = buffer.dead_letters()
     assert [letter.event for letter in letters] == items
+    assert buffer.dead_letters(0) == [] and len(buffer.dead_letters(2)) == 2
     assert {(letter.reason, letter.status, letter.attempts) for letter in letters} == {
         ("retries exhausted: 503", 503, 41)
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 from pathlib import Path
@@ -23,7 +22,7 @@ def test_build_post_joins_encoded_events_without_reencoding():
     assert post.url == "https://bento.test/api/v1/batch/events"
     assert post.params == {"site_uuid": "site-1"}
     assert json.loads(post.body) == {"events": [json.loads(e) for e in EVENTS]}
-    assert post.headers["Authorization"] == "Basic " + base64.b64encode(b"pub:sec").decode()
+    assert post.auth == ("pub", "sec") and "sec" not in repr(post)
     assert post.headers["Content-Type"] == "application/json"
     assert f"bento-tasks/{__version__}" in post.headers["User-Agent"]
 
@@ -51,7 +50,7 @@ def test_build_post_joins_encoded_events_without_reencoding():
 )
 def test_classify_maps_every_status(status, verdict):
     """Each status code Bento documents leads to its handling."""
-    assert classify(status, {}, b"", 2, now=0).verdict is verdict
+    assert classify(status, {}, b'{"results": 2, "failed": 0}', 2, now=0).verdict is verdict
 
 
 def test_classify_reads_results_and_failed():
@@ -60,10 +59,10 @@ def test_classify_reads_results_and_failed():
     assert (outcome.accepted, outcome.failed) == (7, 3)
 
 
-def test_classify_trusts_a_2xx_with_an_unreadable_body():
-    """Bento accepted the batch even if its answer is not JSON: it is not sent again."""
-    outcome = classify(200, {}, b"<html>ok</html>", 10, now=0)
-    assert outcome.verdict is Verdict.DELIVERED and outcome.accepted == 10
+@pytest.mark.parametrize("body", [b"<html>ok</html>", b"{}", b"[]", b'{"results": "many"}'])
+def test_a_2xx_without_bentos_answer_is_retried(body):
+    """A 2xx that does not carry {"results": N} (a proxy or maintenance page) does not delete the batch."""
+    assert classify(200, {}, body, 10, now=0).verdict is Verdict.RETRY
 
 
 def test_retry_after_seconds_and_http_date():
@@ -73,6 +72,8 @@ def test_retry_after_seconds_and_http_date():
     assert parse_retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == pytest.approx(90)
     assert parse_retry_after(email.utils.formatdate(now - 90, usegmt=True), now) == 0
     assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("inf", now) is None and parse_retry_after("nan", now) is None
+    assert parse_retry_after("1e12", now) == 3600  # capped: a bad header must not stop delivery for good
     assert parse_retry_after(None, now) is None
     assert classify(429, {"Retry-After": "7"}, b"", 1, now).retry_after == 7
 

@@ -97,3 +97,19 @@ def test_settings_are_resolved_once(env):
     assert conf.get_settings() is first
     conf.reset_settings()
     assert conf.get_settings().batch_size == 10
+
+
+def test_keys_are_stripped(env):
+    """A key read from a file with a trailing newline still authenticates."""
+    env.setenv("BENTO_SECRET_KEY", "very-secret\n")
+    assert conf.get_settings().secret_key == "very-secret"
+
+
+def test_one_optional_setting_needs_no_keys(env):
+    """A beat process without Bento keys can still read the flush interval."""
+    env.delenv("BENTO_SECRET_KEY")
+    env.setenv("BENTO_FLUSH_INTERVAL", "7")
+    assert conf.optional_setting("BENTO_FLUSH_INTERVAL", 5.0) == 7.0
+    env.setenv("BENTO_FLUSH_INTERVAL", "soon")
+    with pytest.raises(ConfigurationError, match="BENTO_FLUSH_INTERVAL"):
+        conf.optional_setting("BENTO_FLUSH_INTERVAL", 5.0)

@@ -232,3 +232,26 @@ def test_partial_batch_waits_while_others_are_in_flight(buffer, dispatches, fake
     dispatches.run_all()
     assert len(fake.events) == 1800
     assert [len(r.events) for r in fake.requests] == [1000, 800]
+
+
+def test_a_batch_in_backoff_does_not_hold_back_a_quiet_sites_events(buffer, dispatches, fake):
+    """While one batch waits out a long backoff, a partial batch still goes at the next flush."""
+    queue_events(5)
+    tasks.flush_events.run()
+    fake.fail(503)
+    assert dispatches.run_next() == "retry"
+    buffer.redis.zadd(buffer.inflight_key, {dispatches.pending[0][0]: buffer.now() + 3000})  # far-off retry
+    queue_events(3, start=5)
+    assert tasks.flush_events.run()["dispatched"] == 1
+    assert dispatches.pending[-1][1] == 0
+    dispatches.pending[:] = dispatches.pending[-1:]
+    assert dispatches.run_next() == "delivered" and len(fake.events) == 3
+
+
+def test_send_event_masks_the_address_in_celerys_logged_arguments(buffer, celery_app):
+    """The kwargsrepr Celery logs and Flower shows carries j***@example.com, not the address."""
+    send_event.delay("signup", "jesse@example.com")
+    broker = celery_app.connection_for_write().default_channel.client
+    [message] = broker.lrange("celery", 0, -1)
+    headers = json.loads(message)["headers"]
+    assert "j***@example.com" in headers["kwargsrepr"] and "jesse@" not in headers["kwargsrepr"]
