@@ -51,7 +51,31 @@ from urllib.parse import parse_qsl, urlsplit
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+, needed only by type checkers
 
-__all__ = ["FakeBento", "RecordedRequest", "RedisServer"]
+__all__ = ["EXAMPLE_EVENTS", "FakeBento", "RecordedRequest", "RedisServer"]
+
+# The three events of Bento's "Create Events" example. The published page shows its addresses as
+# "[email protected]" (its email obfuscation); a real address stands in for each.
+EXAMPLE_EVENTS: list[dict[str, Any]] = [
+    {"type": "$completed_onboarding", "email": "test@bentonow.com"},
+    {
+        "type": "$completed_onboarding",
+        "email": "test@bentonow.com",
+        "fields": {"first_name": "Jesse", "last_name": "Pinkman"},
+    },
+    {
+        "email": "test@bentonow.com",
+        "type": "$purchase",
+        "fields": {"first_name": "Jesse"},
+        "details": {
+            "unique": {"key": "test123"},
+            "value": {"currency": "USD", "amount": 8000},
+            "cart": {
+                "items": [{"product_sku": "SKU123", "product_name": "Test", "quantity": 100}],
+                "abandoned_checkout_url": "https://test.com",
+            },
+        },
+    },
+]
 
 _EVENTS_PATH = "/api/v1/batch/events"
 _MAX_EVENTS = 1000

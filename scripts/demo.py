@@ -23,27 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SEED_EVENTS = [
-    {"type": "$completed_onboarding", "email": "test@bentonow.com"},
-    {
-        "type": "$completed_onboarding",
-        "email": "test@bentonow.com",
-        "fields": {"first_name": "Jesse", "last_name": "Pinkman"},
-    },
-    {
-        "email": "test@bentonow.com",
-        "type": "$purchase",
-        "fields": {"first_name": "Jesse"},
-        "details": {
-            "unique": {"key": "test123"},
-            "value": {"currency": "USD", "amount": 8000},
-            "cart": {
-                "items": [{"product_sku": "SKU123", "product_name": "Test", "quantity": 100}],
-                "abandoned_checkout_url": "https://test.com",
-            },
-        },
-    },
-]
 # What a buggy producer that bypasses track() might push: the flush must dead-letter these.
 BROKEN_ENTRIES = [b'{"type": "$signup", "email": "not-an-address"}', b"{truncated json"]
 
@@ -54,7 +33,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for delivery")
     args = parser.parse_args()
 
-    from bento_tasks.testing import FakeBento, RedisServer
+    from bento_tasks.testing import EXAMPLE_EVENTS, FakeBento, RedisServer
 
     run_id = uuid.uuid4().hex[:8]
     redis_server = None
@@ -121,7 +100,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         half = args.events // 2
-        for event in SEED_EVENTS:
+        for event in EXAMPLE_EVENTS:
             track(**event)
         for i in range(half):
             send_event.delay("$signup", f"delay-{i}@example.com", fields={"plan": "free", "n": i})
@@ -132,7 +111,7 @@ def main() -> int:
                 details={"unique": {"key": f"order-{i}"}, "value": {"currency": "USD", "amount": 1999}},
             )
         buffer.push(*BROKEN_ENTRIES)
-        valid = len(SEED_EVENTS) + args.events
+        valid = len(EXAMPLE_EVENTS) + args.events
         print(
             f"Sent {valid} valid events ({half} via send_event.delay(), {args.events - half + 3} via track()) "
             f"and {len(BROKEN_ENTRIES)} broken entries"

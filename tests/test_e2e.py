@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 from conftest import run_cli, wait_until
-from test_schemas import SEED_EVENTS
 
 from bento_tasks import send_event, track
+from bento_tasks.testing import EXAMPLE_EVENTS
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_events_from_both_paths_arrive_exactly_once(bento_env, buffer, fake, cel
     """Seed examples plus thousands of events via send_event.delay() and track() reach Bento once each,
     in batches of at most 1000 with the right auth, site and headers; invalid entries are dead-lettered."""
     start_worker()
-    for event in SEED_EVENTS:
+    for event in EXAMPLE_EVENTS:
         track(**event)
     for i in range(2000):
         send_event.delay("signup", f"delay{i}@example.com", fields={"n": i})
@@ -37,7 +37,7 @@ def test_events_from_both_paths_arrive_exactly_once(bento_env, buffer, fake, cel
     ]
     buffer.push(*invalid)
 
-    total = len(SEED_EVENTS) + 2000 + 3000
+    total = len(EXAMPLE_EVENTS) + 2000 + 3000
     fake.wait_for_events(total, timeout=120)
     wait_until(lambda: settled(buffer), 30, message="the buffer to drain")
 

@@ -5,30 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bento_tasks.schemas import BATCH_SCHEMA, EVENT_SCHEMA
-
-# The three events of Bento's "Create Events" example. The published page shows its addresses as
-# "[email protected]" (its email obfuscation); a real address stands in for each.
-SEED_EVENTS = [
-    {"type": "$completed_onboarding", "email": "test@bentonow.com"},
-    {
-        "type": "$completed_onboarding",
-        "email": "test@bentonow.com",
-        "fields": {"first_name": "Jesse", "last_name": "Pinkman"},
-    },
-    {
-        "email": "test@bentonow.com",
-        "type": "$purchase",
-        "fields": {"first_name": "Jesse"},
-        "details": {
-            "unique": {"key": "test123"},
-            "value": {"currency": "USD", "amount": 8000},
-            "cart": {
-                "items": [{"product_sku": "SKU123", "product_name": "Test", "quantity": 100}],
-                "abandoned_checkout_url": "https://test.com",
-            },
-        },
-    },
-]
+from bento_tasks.testing import EXAMPLE_EVENTS as SEED_EVENTS
 
 
 def test_seed_examples_are_accepted():
