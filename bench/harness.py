@@ -8,10 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +20,7 @@ import psutil
 import redis
 
 from bento_tasks import conf
-from bento_tasks.testing import FakeBento, RedisServer
+from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = Path(tempfile.mkdtemp(prefix="bento-bench-"))
@@ -138,20 +135,22 @@ class Stack:
         self.close()
 
 
-class Worker:
-    """``celery -A APP worker`` in its own process group, with its CPU time and memory at hand."""
+class Worker(CeleryWorker):
+    """A ``celery -A APP worker`` with its CPU time and memory at hand; -l warning, so it logs no task."""
 
     def __init__(self, env: dict[str, str], app: str = "bento_tasks", concurrency: int = 2, beat: bool = True) -> None:
-        name = f"bench{time.monotonic_ns()}"
-        self.log_path = WORKDIR / f"{name}.log"
-        args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "warning", "-n", f"{name}@%h"]
-        args += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--without-heartbeat"]
-        if beat:
-            args += ["-B", "-s", str(WORKDIR / f"{name}-schedule")]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        super().__init__(
+            app,
+            env,
+            cwd=ROOT,
+            directory=WORKDIR,
+            name=f"bench{time.monotonic_ns()}",
+            beat=beat,
+            concurrency=concurrency,
+            loglevel="warning",
+        )
+        self.args.append("--without-heartbeat")
+        self.start()
         self.ps = psutil.Process(self.process.pid)
         self.children = concurrency + (1 if beat else 0)
 
@@ -165,7 +164,7 @@ class Worker:
         last = -1.0
         while len(self.ps.children(recursive=True)) < self.children or self.cpu_seconds() - last > 0.02:
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.log()}")
+                raise RuntimeError(f"worker did not start:\n{self.output()}")
             last = self.cpu_seconds()
             time.sleep(0.3)
 
@@ -194,18 +193,6 @@ class Worker:
             kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
             total += int(kb) * 1024
         return total
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @contextmanager

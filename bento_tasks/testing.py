@@ -45,13 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+, needed only by type checkers
 
-__all__ = ["EXAMPLE_EVENTS", "FakeBento", "RecordedRequest", "RedisServer"]
+__all__ = ["EXAMPLE_EVENTS", "CeleryWorker", "FakeBento", "RecordedRequest", "RedisServer"]
 
 # The three events of Bento's "Create Events" example. The published page shows its addresses as
 # "[email protected]" (its email obfuscation); a real address stands in for each.
@@ -747,3 +748,74 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class CeleryWorker:
+    """A real ``celery -A APP worker`` process, for end-to-end tests and demos.
+
+    It runs in a process group of its own, so ``kill()`` (SIGKILL) takes its pool and embedded beat
+    with it, like a crashed machine: nothing is acknowledged, nothing shuts down cleanly.
+    """
+
+    def __init__(
+        self,
+        app: str = "bento_tasks",
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        directory: str | Path | None = None,
+        name: str = "worker",
+        beat: bool = True,
+        concurrency: int = 2,
+        loglevel: str = "info",
+    ) -> None:
+        directory = Path(directory or tempfile.mkdtemp(prefix="bento-worker-"))
+        self.log_path = directory / f"{name}.log"
+        self.args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", loglevel, "-n", f"{name}@%h"]
+        self.args += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
+        if beat:
+            self.args += ["-B", "-s", str(directory / f"{name}-beat-schedule")]
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CeleryWorker:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> CeleryWorker:
+        """Block until the worker logs that it is ready (needs ``loglevel="info"``)."""
+        assert self.process is not None, "start() the worker first"
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{self.output()}")
+            time.sleep(0.05)
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the worker, its pool and its beat at once."""
+        self._signal(signal.SIGKILL, 10)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it has not exited within 30 s."""
+        try:
+            self._signal(signal.SIGTERM, 30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _signal(self, sig: int, wait: float) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(wait)
+
+    def __enter__(self) -> Self:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -33,7 +31,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for delivery")
     args = parser.parse_args()
 
-    from bento_tasks.testing import EXAMPLE_EVENTS, FakeBento, RedisServer
+    from bento_tasks.testing import EXAMPLE_EVENTS, CeleryWorker, FakeBento, RedisServer
 
     run_id = uuid.uuid4().hex[:8]
     redis_server = None
@@ -69,32 +67,8 @@ def main() -> int:
     app.conf.task_default_queue = env["CELERY_TASK_DEFAULT_QUEUE"]
     buffer = get_buffer()
 
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bento-demo-{run_id}-worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bento_tasks",
-                "worker",
-                "-B",
-                "-l",
-                "info",
-                "--concurrency",
-                "2",
-                "-s",
-                str(log_path.with_suffix(".schedule")),
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker = CeleryWorker(env={**os.environ, **env}, cwd=ROOT, name=f"bento-demo-{run_id}").start()
+    log_path = worker.log_path
     print(f"Worker with beat started (log: {log_path})")
 
     started = time.monotonic()
@@ -146,8 +120,7 @@ def main() -> int:
             return 1
         return 0
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
+        worker.stop()
         if redis_server:
             redis_server.stop()
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 import redis
 
 from bento_tasks import conf
-from bento_tasks.testing import FakeBento, RedisServer
+from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BUFFER_DB, BROKER_DB = 0, 1
@@ -150,71 +149,19 @@ def celery_app(broker_url):
     return app
 
 
-class Worker:
-    """A real ``celery -A bento_tasks worker -B`` process (its own process group, so kill -9 takes all)."""
-
-    def __init__(self, env: dict[str, str], workdir: Path, name: str, beat: bool, concurrency: int) -> None:
-        self.log_path = workdir / f"{name}.log"
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bento_tasks",
-            "worker",
-            "-l",
-            "info",
-            "--concurrency",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-        if beat:
-            args += ["-B", "-s", str(workdir / f"{name}-beat-schedule")]
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        wait_until(
-            lambda: b" ready." in self.log_path.read_bytes() or self.process.poll() is not None,
-            60,
-            message=f"worker {name} to start",
-        )
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker {name} exited at start:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool children at once: no clean shutdown, no acks."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-
 @pytest.fixture
 def start_worker(bento_env, broker_url, tmp_path):
-    """Start live workers with this test's settings; all are stopped at teardown."""
-    workers: list[Worker] = []
+    """Start live ``celery -A bento_tasks worker -B`` processes with this test's settings; all stop at teardown."""
+    workers: list[CeleryWorker] = []
 
-    def start(name: str = "w1", beat: bool = True, concurrency: int = 2, **overrides: str) -> Worker:
+    def start(name: str = "w1", beat: bool = True, concurrency: int = 2, **overrides: str) -> CeleryWorker:
         # os.environ already holds this test's BENTO_* settings (bento_env and any later setenv)
         env = {**os.environ, "CELERY_BROKER_URL": broker_url, **overrides}
-        worker = Worker(env, tmp_path, f"{name}-{len(workers)}", beat, concurrency)
+        worker = CeleryWorker(
+            env=env, cwd=ROOT, directory=tmp_path, name=f"{name}-{len(workers)}", beat=beat, concurrency=concurrency
+        )
         workers.append(worker)
-        return worker
+        return worker.start().wait_ready()
 
     yield start
     for worker in workers:

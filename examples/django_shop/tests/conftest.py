@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from bento_tasks.testing import FakeBento, RedisServer
+from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -61,28 +57,5 @@ def live_shop(settings, redis_server, bento_fake: FakeBento, tmp_path) -> Iterat
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(PROJECT)]),
         "DJANGO_SETTINGS_MODULE": "shop_live_settings",
     }
-    log_path = tmp_path / "worker.log"
-    args = ["-A", "shop", "worker", "-B", "-l", "info", "--concurrency", "1", "--without-mingle", "--without-gossip"]
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", *args, "-s", str(tmp_path / "celerybeat-schedule")],
-            cwd=PROJECT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopping it stops its pool and beat too
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while b" ready." not in log_path.read_bytes():
-            if worker.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the worker did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
+    with CeleryWorker(app="shop", env=env, cwd=PROJECT, directory=tmp_path, concurrency=1):
         yield env
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
