@@ -1,4 +1,4 @@
-"""A fake Bento batch-events server for tests.
+"""``FakeBento``: a fake of Bento's batch-events endpoint for tests.
 
 ``FakeBento`` is a real HTTP server on a loopback port that answers
 ``POST /api/v1/batch/events?site_uuid=SITE`` the way Bento documents it. It is a
@@ -6,9 +6,9 @@ real server, not a mock of ``requests``, so a test exercises the client's whole
 HTTP stack: URL building, Basic auth, the ``User-Agent`` header, JSON encoding,
 connection pooling and keep-alive, timeouts and retries.
 
-This module imports nothing from the rest of ``bento_tasks`` (only the standard
-library), so it checks the client against Bento's contract rather than against
-the client's own idea of it. Typical use::
+Like ``rules``, it imports nothing from the rest of ``bento_tasks`` (only the
+standard library), so it checks the client against Bento's contract rather
+than against the client's own idea of it. Typical use::
 
     with FakeBento() as bento:
         # point the client at it: BENTO_API_URL=bento.url,
@@ -27,60 +27,25 @@ default). Anything else is accepted: 200 with ``{"results": N, "failed": 0}``.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import os
-import shutil
-import signal
 import socket
 import socketserver
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
+
+from .rules import EVENTS_PATH, InvalidBody, basic_credentials, parse_batch
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+, needed only by type checkers
 
-__all__ = ["EXAMPLE_EVENTS", "CeleryWorker", "FakeBento", "RecordedRequest", "RedisServer"]
-
-# The three events of Bento's "Create Events" example. The published page shows its addresses as
-# "[email protected]" (its email obfuscation); a real address stands in for each.
-EXAMPLE_EVENTS: list[dict[str, Any]] = [
-    {"type": "$completed_onboarding", "email": "test@bentonow.com"},
-    {
-        "type": "$completed_onboarding",
-        "email": "test@bentonow.com",
-        "fields": {"first_name": "Jesse", "last_name": "Pinkman"},
-    },
-    {
-        "email": "test@bentonow.com",
-        "type": "$purchase",
-        "fields": {"first_name": "Jesse"},
-        "details": {
-            "unique": {"key": "test123"},
-            "value": {"currency": "USD", "amount": 8000},
-            "cart": {
-                "items": [{"product_sku": "SKU123", "product_name": "Test", "quantity": 100}],
-                "abandoned_checkout_url": "https://test.com",
-            },
-        },
-    },
-]
-
-_EVENTS_PATH = "/api/v1/batch/events"
-_MAX_EVENTS = 1000
-_EVENT_KEYS = frozenset({"type", "email", "fields", "details", "date"})
 _MAX_LINE = 65536
 # Bento's firewall answers a request without User-Agent with an HTML page, not JSON:
 # clients must cope with a non-JSON error body.
@@ -119,10 +84,6 @@ class _Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     events: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _InvalidBody(Exception):
-    """The request body breaks Bento's documented format; the message says how."""
 
 
 class FakeBento:
@@ -391,15 +352,15 @@ class FakeBento:
         headers: dict[str, str],
         body: bytes,
     ) -> _Response:
-        if path != _EVENTS_PATH:
-            return _json_error(404, f"no route for {path!r}; events go to POST {_EVENTS_PATH}")
+        if path != EVENTS_PATH:
+            return _json_error(404, f"no route for {path!r}; events go to POST {EVENTS_PATH}")
         if method != "POST":
             return _json_error(405, f"{method} not allowed; use POST", (("Allow", "POST"),))
         if not headers.get("user-agent", "").strip():
             return _Response(403, _FORBIDDEN_HTML, "text/html; charset=utf-8")
         if query.get("site_uuid") != self.site_uuid:
             return _json_error(401, "unknown or missing site_uuid")
-        if _basic_credentials(headers.get("authorization", "")) != (
+        if basic_credentials(headers.get("authorization", "")) != (
             self.publishable_key,
             self.secret_key,
         ):
@@ -410,8 +371,8 @@ class FakeBento:
         if refusal is not None:
             return refusal
         try:
-            events = _parse_batch(headers.get("content-type", ""), body)
-        except _InvalidBody as exc:
+            events = parse_batch(headers.get("content-type", ""), body)
+        except InvalidBody as exc:
             return _json_error(400, str(exc))
         if reject is not None:
             predicate, status = reject
@@ -611,211 +572,3 @@ def _sniff_content_type(body: bytes) -> str:
 def _check_status(status: int) -> None:
     if not 200 <= status <= 599:
         raise ValueError(f"status must be a final HTTP status (200-599), got {status}")
-
-
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    """The (user, password) of an HTTP Basic ``Authorization`` header, or None if it is not one."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        return None
-    user, colon, password = decoded.partition(":")
-    return (user, password) if colon else None
-
-
-def _reject_constant(name: str) -> None:
-    raise _InvalidBody(f"body is not valid JSON: {name} is not a JSON value")
-
-
-def _parse_batch(content_type: str, body: bytes) -> list[dict[str, Any]]:
-    """The events of a batch body, or _InvalidBody naming the first problem."""
-    try:
-        # NaN and Infinity are Python's extensions, not JSON: Bento refuses them.
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bad UTF-8
-        raise _InvalidBody(f"body is not valid JSON: {exc}") from None
-    # A wrong Content-Type gets 400 rather than 415: Bento's docs list only 400
-    # for a bad body, so that is what a client has to handle.
-    if not content_type.lower().startswith("application/json"):
-        raise _InvalidBody(f"Content-Type must be application/json, got {content_type!r}")
-    if not isinstance(payload, dict) or "events" not in payload:
-        raise _InvalidBody('body must be a JSON object with an "events" list')
-    events = payload["events"]
-    if not isinstance(events, list):
-        raise _InvalidBody('"events" must be a list')
-    if not 1 <= len(events) <= _MAX_EVENTS:
-        raise _InvalidBody(f'"events" must hold 1 to {_MAX_EVENTS} events, got {len(events)}')
-    for index, event in enumerate(events):
-        _check_event(index, event)
-    return events
-
-
-def _check_event(index: int, event: object) -> None:
-    where = f"events[{index}]"
-    if not isinstance(event, dict):
-        raise _InvalidBody(f"{where} must be an object")
-    unknown = sorted(event.keys() - _EVENT_KEYS)
-    if unknown:
-        raise _InvalidBody(f"{where} has unknown key(s): {', '.join(unknown)}")
-    for key in ("type", "email"):
-        value = event.get(key)
-        if not isinstance(value, str) or not value:
-            raise _InvalidBody(f"{where}.{key} is required and must be a non-empty string")
-    if "@" not in event["email"]:
-        raise _InvalidBody(f"{where}.email must be an email address")
-    if "fields" in event:
-        fields = event["fields"]
-        if not isinstance(fields, dict):
-            raise _InvalidBody(f"{where}.fields must be an object")
-        for name, value in fields.items():
-            if isinstance(value, (dict, list)):
-                raise _InvalidBody(f"{where}.fields.{name} must not be an object or array (fields are flat)")
-    if "details" in event and not isinstance(event["details"], dict):
-        raise _InvalidBody(f"{where}.details must be an object")
-    if "date" in event and not _is_iso8601(event["date"]):
-        raise _InvalidBody(f"{where}.date must be an ISO-8601 date-time string")
-
-
-def _is_iso8601(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    # Before Python 3.11, fromisoformat() does not accept a trailing "Z".
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-class RedisServer:
-    """A private ``redis-server`` process on a free loopback port, for tests and demos.
-
-    Tests must not share, or flush, a Redis they did not start; this one belongs to its
-    creator. ``stop(signal.SIGKILL)`` and ``start()`` again simulate a crash; with
-    ``appendonly=True`` every write is fsynced first, so accepted data survives it.
-    """
-
-    def __init__(self, directory: str | None = None, appendonly: bool = False, port: int = 0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server is not on PATH")
-        self.binary = binary
-        self.directory = directory or tempfile.mkdtemp(prefix="bento-redis-")
-        self.appendonly = appendonly
-        self.port = port or _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", ""]
-        args += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not self._pongs():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            self.process.wait(10)
-        self.process = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _pongs(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class CeleryWorker:
-    """A real ``celery -A APP worker`` process, for end-to-end tests and demos.
-
-    It runs in a process group of its own, so ``kill()`` (SIGKILL) takes its pool and embedded beat
-    with it, like a crashed machine: nothing is acknowledged, nothing shuts down cleanly.
-    """
-
-    def __init__(
-        self,
-        app: str = "bento_tasks",
-        env: dict[str, str] | None = None,
-        cwd: str | Path | None = None,
-        directory: str | Path | None = None,
-        name: str = "worker",
-        beat: bool = True,
-        concurrency: int = 2,
-        loglevel: str = "info",
-    ) -> None:
-        directory = Path(directory or tempfile.mkdtemp(prefix="bento-worker-"))
-        self.log_path = directory / f"{name}.log"
-        self.args = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", loglevel, "-n", f"{name}@%h"]
-        self.args += ["--concurrency", str(concurrency), "--without-mingle", "--without-gossip"]
-        if beat:
-            self.args += ["-B", "-s", str(directory / f"{name}-beat-schedule")]
-        self.env = env
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> CeleryWorker:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> CeleryWorker:
-        """Block until the worker logs that it is ready (needs ``loglevel="info"``)."""
-        assert self.process is not None, "start() the worker first"
-        deadline = time.monotonic() + timeout
-        while b" ready." not in self.log_path.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{self.output()}")
-            time.sleep(0.05)
-        return self
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the worker, its pool and its beat at once."""
-        self._signal(signal.SIGKILL, 10)
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it has not exited within 30 s."""
-        try:
-            self._signal(signal.SIGTERM, 30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def _signal(self, sig: int, wait: float) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(wait)
-
-    def __enter__(self) -> Self:
-        return self.start().wait_ready()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
