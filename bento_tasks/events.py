@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import InvalidEvent, flatten_errors
-from .schemas import EVENT_SCHEMA, EVENTS_SCHEMA
+from .schemas import EVENT_SCHEMA, EVENTS_SCHEMA, normalize_date
 
 
 def _json_default(value: Any) -> str:
@@ -61,7 +61,11 @@ def build_event(
     details: dict[str, Any] | None = None,
     date: dt.datetime | str | None = None,
 ) -> dict[str, Any]:
-    """The event as Bento documents it; a missing ``date`` is the call time, so a buffered event keeps it."""
+    """The event as Bento documents it; a missing ``date`` is the call time, so a buffered event keeps it.
+
+    ``date`` is queued in one form, UTC with microseconds and ``+00:00``; one that is not an aware
+    datetime or an RFC 3339 string is left for ``encode_event`` to refuse, naming ``date``.
+    """
     event: dict[str, Any] = {"type": type, "email": email}
     if fields is not None:
         event["fields"] = fields
@@ -69,7 +73,10 @@ def build_event(
         event["details"] = details
     # Stamped as text: it is what gets encoded anyway, and a string is cheaper than a datetime to encode,
     # in the queue entry and in a send_event broker message alike.
-    event["date"] = date if date is not None else dt.datetime.now(dt.timezone.utc).isoformat()
+    if date is None:
+        event["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    else:
+        event["date"] = normalize_date(date)
     return event
 
 

@@ -23,9 +23,64 @@ def test_missing_date_is_stamped_with_the_call_time():
 
 
 def test_given_date_is_kept():
-    """A caller's date backdates the event and is not replaced."""
+    """A caller's date backdates the event and is not replaced (only written in the one queued form)."""
     event = json.loads(encode_event(build_event("t", "a@example.com", date="2024-01-02T03:04:05+00:00"), LIMIT))
-    assert event["date"] == "2024-01-02T03:04:05+00:00"
+    assert event["date"] == "2024-01-02T03:04:05.000000+00:00"
+
+
+@pytest.mark.parametrize(
+    ("date", "queued"),
+    [
+        ("2026-12-01T10:00:00Z", "2026-12-01T10:00:00.000000+00:00"),
+        ("2026-12-01t10:00:00.5z", "2026-12-01T10:00:00.500000+00:00"),
+        ("2026-12-01T12:30:00+02:30", "2026-12-01T10:00:00.000000+00:00"),
+        ("2026-12-01T05:00:00.1234567-05:00", "2026-12-01T10:00:00.123456+00:00"),
+        (dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone(dt.timedelta(hours=1))), "2026-12-01T10:00:00.000000+00:00"),
+        (dt.datetime(2026, 12, 1, 10, 0, 0, 42, tzinfo=dt.timezone.utc), "2026-12-01T10:00:00.000042+00:00"),
+    ],
+)
+def test_dates_are_queued_as_utc_rfc3339(date, queued):
+    """Aware datetimes and RFC 3339 strings are queued in one form: UTC, microseconds, +00:00."""
+    event = json.loads(encode_event(build_event("t", "a@example.com", date=date), LIMIT))
+    assert event["date"] == queued
+
+
+@pytest.mark.parametrize(
+    ("date", "says"),
+    [
+        ("2026-12-01", "RFC 3339"),
+        (dt.date(2026, 12, 1), "A date without a time"),
+        (dt.datetime(2026, 12, 1, 10, 0), "without a time zone"),
+        ("20261201T100000", "RFC 3339"),
+        ("2026-W48-2", "RFC 3339"),
+        ("2026-12-01 10:00:00", "RFC 3339"),
+        ("2026-12-01T10:00:00", "RFC 3339"),
+        ("2026-12-01T10:00:00+0200", "RFC 3339"),
+        ("2026-02-30T10:00:00Z", "RFC 3339"),
+        (1764583200, "RFC 3339"),
+    ],
+)
+def test_dates_bento_does_not_define_are_refused_naming_date(date, says):
+    """A naive datetime, a date without a time and ISO 8601 forms outside RFC 3339 raise InvalidEvent naming
+    `date` and saying what to pass, instead of being queued as given."""
+    with pytest.raises(InvalidEvent) as raised:
+        encode_event(build_event("t", "a@example.com", date=date), LIMIT)
+    assert list(raised.value.errors) == ["date"]
+    assert says in str(raised.value) and "2026-12-01T" in str(raised.value)
+
+
+def test_raw_entries_with_such_dates_are_dead_lettered():
+    """Another producer's raw entries with a date outside RFC 3339 are refused before a POST; RFC 3339 passes."""
+    good = [b'{"type":"t","email":"a@example.com","date":"2026-12-01T10:00:00Z"}']
+    bad = [
+        b'{"type":"t","email":"a@example.com","date":"2026-12-01"}',
+        b'{"type":"t","email":"a@example.com","date":"2026-12-01 10:00:00"}',
+        b'{"type":"t","email":"a@example.com","date":"2026-12-01T10:00:00"}',
+    ]
+    valid, rejected = split_valid(good + bad, LIMIT)
+    assert valid == good
+    assert [entry for entry, _ in rejected] == bad
+    assert all("date" in reason for _, reason in rejected)
 
 
 def test_python_values_are_serialized_as_iso_and_strings():
@@ -41,7 +96,7 @@ def test_python_values_are_serialized_as_iso_and_strings():
     decoded = json.loads(encode_event(event, LIMIT))
     assert decoded["fields"] == {"since": "2024-01-02", "ltv": "12.50"}
     assert decoded["details"] == {"order": str(order), "at": "2024-01-02T03:04:05+00:00"}
-    assert decoded["date"] == "2024-01-02T03:04:05+00:00"
+    assert decoded["date"] == "2024-01-02T03:04:05.000000+00:00"
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,9 @@ def test_unknown_event_key_is_400(fake: FakeBento) -> None:
         ({**EVENT, "details": "x"}, "events[0].details"),
         ({**EVENT, "date": 1714557600}, "events[0].date"),
         ({**EVENT, "date": "yesterday"}, "events[0].date"),
+        ({**EVENT, "date": "2026-12-01"}, "events[0].date"),
+        ({**EVENT, "date": "2026-12-01 10:00:00"}, "events[0].date"),
+        ({**EVENT, "date": "2026-12-01T10:00:00"}, "events[0].date"),
     ],
 )
 def test_bad_event_is_400_naming_field(fake: FakeBento, event: Any, field: str) -> None:

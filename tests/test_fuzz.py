@@ -7,6 +7,7 @@ it would mean our schemas let something through that Bento documents as invalid.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -26,7 +27,13 @@ json_ish = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12
 )
 emails = st.one_of(st.emails(), st.text(), json_ish)
-dates = st.one_of(st.none(), st.datetimes(), st.text(), st.sampled_from(["2024-01-01T00:00:00Z", "2024-13-01", "nope"]))
+dates = st.one_of(
+    st.none(),
+    st.datetimes(),
+    st.datetimes(timezones=st.just(dt.timezone(dt.timedelta(hours=-3)))),
+    st.text(),
+    st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.5+05:30", "2024-13-01", "2024-01-01", "nope"]),
+)
 
 
 def drain(dispatches) -> None:

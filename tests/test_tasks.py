@@ -209,7 +209,7 @@ def test_send_event_task_body_queues_the_event(buffer):
     """The worker side pushes the encoded event onto the Redis queue."""
     send_event.run("signup", "a@example.com", date="2024-01-01T00:00:00+00:00")
     [raw] = buffer.redis.lrange(buffer.queue_key, 0, -1)
-    assert json.loads(raw) == {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"}
+    assert json.loads(raw) == {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00.000000+00:00"}
 
 
 def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env):

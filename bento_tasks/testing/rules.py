@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -106,17 +107,24 @@ def check_event(index: int, event: object) -> None:
                 raise InvalidBody(f"{where}.fields.{name} must not be an object or array (fields are flat)")
     if "details" in event and not isinstance(event["details"], dict):
         raise InvalidBody(f"{where}.details must be an object")
-    if "date" in event and not is_iso8601(event["date"]):
-        raise InvalidBody(f"{where}.date must be an ISO-8601 date-time string")
+    if "date" in event and not is_rfc3339(event["date"]):
+        raise InvalidBody(f"{where}.date must be an RFC 3339 date-time string with an offset")
 
 
-def is_iso8601(value: object) -> bool:
-    if not isinstance(value, str):
+# Bento's OpenAPI description (bentonow/api, bento-api.yaml) types an event's date as
+# `format: date-time`: RFC 3339 section 5.6, date, "T", time, offset ("Z" or +hh:mm).
+_DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+def is_rfc3339(value: object) -> bool:
+    match = _DATE_TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
         return False
-    # Before Python 3.11, fromisoformat() does not accept a trailing "Z".
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    year, month, day, hour, minute, second, _, _, sign, off_hour, off_minute = match.groups()
     try:
-        datetime.fromisoformat(text)
+        datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59))  # 60: leap second
     except ValueError:
         return False
-    return True
+    return not sign or (int(off_hour) <= 23 and int(off_minute) <= 59)
