@@ -1,98 +1,55 @@
 """System checks run by ``manage.py check``: each message names the setting and the exact fix.
 
+The settings problems come from ``conf.resolve()``, one message each (W001 missing key, E001 batch
+size, E002 API URL scheme, E003 any other refused value, W004 environment variable Django settings do
+not use, W005 unknown name, W006 API URL that is not an API base); then the beat schedule (W002, W003).
 Missing keys are warnings, as Django's own deployment checks are: a developer without Bento keys
 can still migrate and run the server. Values that are wrong everywhere are errors.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
-from celery import current_app
+from celery import Celery, current_app
 from celery.schedules import maybe_schedule
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf
-from .exceptions import ConfigurationError
 from .policy import dispatch_room
 from .schedule import FLUSH_ENTRY, FLUSH_TASK
 
-_REQUIRED = {
-    "BENTO_SITE_UUID": "your site UUID",
-    "BENTO_PUBLISHABLE_KEY": "your publishable key",
-    "BENTO_SECRET_KEY": "your secret key",
-}
-
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """The bento_tasks checks; the beat schedule is checked once the settings themselves are valid."""
-    problems = [*_missing(), *_batch_size(), *_api_url()]
-    if problems:
-        return problems
-    try:
-        settings = conf.resolve_settings()
-    except ConfigurationError as exc:
-        hint = "Correct or remove that setting; the bento-tasks README lists every setting with its default."
-        return [Error(str(exc), hint=hint, id="bento_tasks.E003")]
-    return _beat(settings)
+    """The bento_tasks checks, each problem its own message; the beat schedule once the settings are valid."""
+    resolution = conf.resolve()
+    settings = resolution.settings
+    # The outbox test mode never POSTs, so it needs no keys.
+    keys = resolution.missing_keys if settings is None or settings.delivery != "outbox" else ()
+    messages: list[CheckMessage] = [_message(Warning, problem) for problem in keys]
+    messages += [_message(Error, problem) for problem in resolution.errors]
+    messages += [_message(Warning, problem) for problem in resolution.warnings]
+    if settings is not None:
+        messages += _beat(settings, resolution.module)
+    return messages
 
 
-def _missing() -> list[CheckMessage]:
-    return [
-        Warning(
-            f"{name} is not set: bento_tasks cannot send anything to Bento.",
-            hint=f'Add {name} = os.environ["{name}"] to settings.py and set that variable to {what} '
-            "(Bento: Settings > API keys).",
-            id="bento_tasks.W001",
-        )
-        for name, what in _REQUIRED.items()
-        if not conf._lookup(name, django_settings)
-    ]
+def _message(kind: type[CheckMessage], problem: conf.Problem) -> CheckMessage:
+    return kind(problem.message, hint=problem.hint, id=problem.id)
 
 
-def _batch_size() -> list[CheckMessage]:
-    value = conf._lookup("BENTO_BATCH_SIZE", django_settings)
-    try:
-        size = conf.MAX_BATCH_SIZE if value is None else int(value)
-    except (TypeError, ValueError):
-        return []  # not a number: resolve_settings() names it (E003)
-    if 1 <= size <= conf.MAX_BATCH_SIZE:
-        return []
-    return [
-        Error(
-            f"BENTO_BATCH_SIZE is {size}: Bento accepts 1 to {conf.MAX_BATCH_SIZE} events per request.",
-            hint=f"Set BENTO_BATCH_SIZE = {conf.MAX_BATCH_SIZE} (the default), or remove it.",
-            id="bento_tasks.E001",
-        )
-    ]
-
-
-def _api_url() -> list[CheckMessage]:
-    url = conf._lookup("BENTO_API_URL", django_settings)
-    try:
-        conf._check_url(str(url or conf.Settings.api_url))
-    except ConfigurationError:
-        return [
-            Error(
-                f"BENTO_API_URL {url!r} is not an https:// URL: the secret key would travel in clear text.",
-                hint=f'Set BENTO_API_URL = "{conf.Settings.api_url}" (the default), or remove it; '
-                "http:// is accepted only for loopback hosts such as a test fake.",
-                id="bento_tasks.E002",
-            )
-        ]
-    return []
-
-
-def _beat(settings: conf.Settings) -> list[CheckMessage]:
+def _beat(settings: conf.Settings, module: str | None) -> list[CheckMessage]:
     entries = [entry for entry in _beat_entries() if isinstance(entry, dict) and entry.get("task") == FLUSH_TASK]
     if not entries:
         return [
             Warning(
                 f"The Celery beat schedule has no entry for {FLUSH_TASK}: queued events are never sent to Bento.",
-                hint=f'Add "{FLUSH_ENTRY}": {{"task": "{FLUSH_TASK}", "schedule": {settings.flush_interval:g}}} '
-                "to CELERY_BEAT_SCHEDULE, or call bento_tasks.add_flush_schedule(app) in your celery.py. "
-                'If django-celery-beat keeps this schedule in the database instead, add "bento_tasks.W002" '
+                hint=_missing_entry_hint(settings, module)
+                + ' If django-celery-beat keeps this schedule in the database instead, add "bento_tasks.W002" '
                 "to SILENCED_SYSTEM_CHECKS.",
                 id="bento_tasks.W002",
             )
@@ -123,6 +80,58 @@ def _beat_entries() -> list[Any]:
     # read as well in case that app is not imported by the settings package in this process.
     setting = getattr(django_settings, "CELERY_BEAT_SCHEDULE", None) or {}
     return [*setting.values(), *current_app.conf.beat_schedule.values()]
+
+
+def _missing_entry_hint(settings: conf.Settings, settings_module: str | None) -> str:
+    entry = f'"{FLUSH_ENTRY}": {{"task": "{FLUSH_TASK}", "schedule": {settings.flush_interval:g}}}'
+    generic = f"Add {entry} to CELERY_BEAT_SCHEDULE, or call bento_tasks.add_flush_schedule(app) in your celery.py."
+    project = _project_celery_module(settings_module or "")
+    if project is None:
+        return generic
+    package, module = project
+    if _imports_a_celery_app(package):
+        return generic
+    # The usual cause: Celery's Django recipe has celery.py, but the package's __init__.py does not import it,
+    # so neither Django nor this check ever loads that app (or its schedule).
+    init = f"{package.replace('.', '/')}/__init__.py"
+    relative = module.rpartition(".")[2]
+    load = (
+        f"{init} does not import the Celery app, so Django (and this check) never load it: add "
+        f'"from .{relative} import app as celery_app" to {init} (Celery\'s Django recipe).'
+    )
+    path = module.replace(".", "/") + ".py"
+    if _calls_add_flush_schedule(module):
+        return f"{path} calls bento_tasks.add_flush_schedule(app), but {load}"
+    return f"Call bento_tasks.add_flush_schedule(app) in {path}, or add {entry} to CELERY_BEAT_SCHEDULE; also {load}"
+
+
+def _project_celery_module(settings_module: str) -> tuple[str, str] | None:
+    """(package, module) of the project's Celery app module, found without importing it: for proj.settings,
+    proj.celery or proj.celery_app (cookiecutter-django's config/celery_app.py for config.settings.base)."""
+    parts = settings_module.split(".")[:-1]
+    for package in (".".join(parts[:end]) for end in range(len(parts), 0, -1)):
+        for name in ("celery", "celery_app"):
+            try:
+                if importlib.util.find_spec(f"{package}.{name}") is not None:
+                    return package, f"{package}.{name}"
+            except (ImportError, ValueError):
+                continue
+    return None
+
+
+def _imports_a_celery_app(package: str) -> bool:
+    """Whether the (already imported) package holds a Celery app, as ``from .celery import app`` leaves it."""
+    loaded = sys.modules.get(package)
+    return loaded is None or any(isinstance(value, Celery) for value in vars(loaded).values())
+
+
+def _calls_add_flush_schedule(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    try:
+        return origin is not None and "add_flush_schedule(" in Path(origin).read_text()
+    except OSError:
+        return False
 
 
 def _period(schedule: Any) -> float:

@@ -59,7 +59,11 @@ def user_agent(settings: Settings) -> str:
 
 
 def build_post(settings: Settings, events: Sequence[bytes]) -> Post:
-    """The request for a batch of events already encoded as JSON (joined, never re-encoded)."""
+    """The request for a batch of events already encoded as JSON (joined, never re-encoded).
+
+    The one place the keys are needed: ConfigurationError names any that is missing, and why.
+    """
+    settings.require_keys()
     return Post(
         url=settings.events_url,
         params={"site_uuid": settings.site_uuid},

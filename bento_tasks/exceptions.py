@@ -29,7 +29,14 @@ class BufferUnavailable(BentoError, ConnectionError):
 
 
 class ConfigurationError(Exception):
-    """A required setting is missing or wrong; the message says which one to set."""
+    """Settings are missing or wrong; the message names each one and what to set.
+
+    ``problems`` holds one line per problem, when several were found at once.
+    """
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:

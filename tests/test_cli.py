@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import claim_events, run_cli
 
-from bento_tasks import track
+from bento_tasks import conf, track
 
 
 @pytest.mark.parametrize("module", [True, False], ids=["python -m", "console script"])
@@ -45,11 +45,17 @@ def test_status_check_fails_when_paused_or_stale(bento_env, buffer):
     assert paused.returncode == 1 and "paused" in paused.stderr
 
 
-def test_missing_setting_is_named(bento_env):
-    """A missing required setting exits 2 with a message naming it."""
-    env = {k: v for k, v in bento_env.items() if k != "BENTO_SITE_UUID"}
-    result = run_cli(env, "status")
-    assert result.returncode == 2 and "BENTO_SITE_UUID" in result.stderr
+def test_status_and_dead_need_no_keys(bento_env, buffer):
+    """status and dead list work with only BENTO_REDIS_URL: no Bento key is read by an operator's command."""
+    env = {k: v for k, v in bento_env.items() if k not in conf.KEYS}
+    assert run_cli(env, "status", "--check").returncode == 0
+    assert run_cli(env, "dead", "list").returncode == 0
+
+
+def test_refused_setting_is_named(bento_env):
+    """A refused value exits 2 with a message naming the setting and what it expects."""
+    result = run_cli({**bento_env, "BENTO_BATCH_SIZE": "lots"}, "status")
+    assert result.returncode == 2 and "BENTO_BATCH_SIZE is 'lots': expected a whole number" in result.stderr
 
 
 def test_dead_list_replay_and_purge(bento_env, buffer):

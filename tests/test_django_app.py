@@ -60,18 +60,50 @@ def test_a_complete_project_passes_every_check():
 
 
 def test_missing_keys_are_reported_with_the_line_to_add(settings):
-    """A missing site uuid or secret key is a `manage.py check` warning naming the setting and the line to add
-    (a warning, so a developer without Bento keys can still migrate)."""
+    """A site uuid or secret key missing from Django settings is a `manage.py check` warning naming the setting
+    and the line to add (a warning, so a developer without Bento keys can still migrate)."""
     del settings.BENTO_SITE_UUID
-    settings.BENTO_SECRET_KEY = ""
+    del settings.BENTO_SECRET_KEY
     messages = bento_checks()
     assert [(m.id, m.msg.split()[0]) for m in messages] == [
         ("bento_tasks.W001", "BENTO_SITE_UUID"),
         ("bento_tasks.W001", "BENTO_SECRET_KEY"),
     ]
     assert 'Add BENTO_SITE_UUID = os.environ["BENTO_SITE_UUID"] to settings.py' in messages[0].hint
+    assert "BENTO_SECRET_KEY is not set in your settings module (tests.django_settings)" in messages[1].msg
     with pytest.raises(SystemCheckError, match="BENTO_SECRET_KEY is not set"):
         call_command("check", fail_level="WARNING")
+
+
+def test_an_empty_key_says_the_variable_is_not_exported(settings, monkeypatch):
+    """A key present in Django settings but empty (os.environ.get("BENTO_SECRET_KEY", "") with the variable
+    unset) is reported as a variable not exported in this shell, not as a line to add; with the variable
+    exported but not read, the hint says to read it."""
+    monkeypatch.delenv("BENTO_SECRET_KEY", raising=False)
+    settings.BENTO_SECRET_KEY = ""
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.W001"
+    assert "BENTO_SECRET_KEY is empty in your settings module" in message.msg
+    assert "not exported in the shell" in message.hint and "Add BENTO_SECRET_KEY" not in message.hint
+
+    monkeypatch.setenv("BENTO_SECRET_KEY", "from-the-shell")
+    [message] = bento_checks()
+    assert "settings.py does not read it" in message.msg
+    assert 'BENTO_SECRET_KEY = os.environ["BENTO_SECRET_KEY"]' in message.hint
+    assert "from-the-shell" not in message.msg + message.hint
+
+
+def test_test_modes_and_producers_need_no_keys(settings, redis_url):
+    """Without any key, track() queues (a web process holds no secret), BENTO_DELIVERY="outbox" records events
+    and `manage.py check` in outbox mode has no W001 to report."""
+    for name in conf.KEYS:
+        delattr(settings, name)
+    settings.BENTO_REDIS_URL = redis_url
+    bento_tasks.track("signup", "jesse@example.com")
+    assert get_buffer().status()["queued"] == 1
+    settings.BENTO_DELIVERY = "outbox"
+    bento_tasks.track("signup", "walter@example.com")
+    assert bento_checks() == []
 
 
 def test_a_bento_dict_is_accepted(settings):
@@ -113,6 +145,81 @@ def test_any_other_invalid_setting_is_reported_by_name(settings):
     settings.BENTO_TIMEOUT = "soon"
     [message] = bento_checks()
     assert (message.id, "BENTO_TIMEOUT" in message.msg) == ("bento_tasks.E003", True)
+
+
+def test_every_refused_value_is_its_own_message_with_type_and_example(settings):
+    """All refused values are reported together, one check message each, saying what is expected and giving
+    an example in settings.py syntax; typos and an API URL that is not an API base are warnings."""
+    settings.BENTO_BATCH_SIZE = 5000
+    settings.BENTO_FLUSH_INTERVAL = "5s"
+    settings.BENTO_MASK_EMAILS = "nope"
+    settings.BENTO_MAX_RETRIES = 2.7
+    settings.BENTO_RATE_LIMT = 50
+    settings.BENTO = {"TIMEOUTS": 3}
+    settings.BENTO_API_URL = "https://app.bentonow.com"
+    messages = {(m.id, m.msg.split()[0]): m for m in bento_checks()}
+    assert set(messages) == {
+        ("bento_tasks.E001", "BENTO_BATCH_SIZE"),
+        ("bento_tasks.E003", "BENTO_FLUSH_INTERVAL"),
+        ("bento_tasks.E003", "BENTO_MASK_EMAILS"),
+        ("bento_tasks.E003", "BENTO_MAX_RETRIES"),
+        ("bento_tasks.W005", "BENTO_RATE_LIMT"),
+        ("bento_tasks.W005", 'BENTO["TIMEOUTS"]'),
+        ("bento_tasks.W006", "BENTO_API_URL"),
+    }
+    assert "expected a number of seconds" in messages["bento_tasks.E003", "BENTO_FLUSH_INTERVAL"].msg
+    assert "BENTO_FLUSH_INTERVAL = 5" in messages["bento_tasks.E003", "BENTO_FLUSH_INTERVAL"].hint
+    assert "BENTO_MASK_EMAILS = True" in messages["bento_tasks.E003", "BENTO_MASK_EMAILS"].hint
+    assert "whole number" in messages["bento_tasks.E003", "BENTO_MAX_RETRIES"].msg
+    assert "Did you mean BENTO_RATE_LIMIT?" == messages["bento_tasks.W005", "BENTO_RATE_LIMT"].hint
+    assert 'Did you mean BENTO["TIMEOUT"]?' == messages["bento_tasks.W005", 'BENTO["TIMEOUTS"]'].hint
+    assert "/api/v1" in messages["bento_tasks.W006", "BENTO_API_URL"].msg
+    with pytest.raises(conf.ConfigurationError) as raised:
+        conf.get_settings()
+    assert len(raised.value.problems) == 4
+
+
+def test_an_environment_variable_django_settings_do_not_read_is_reported(settings, monkeypatch):
+    """Under Django, an exported BENTO_* variable that settings.py does not read (missing, or set to another
+    value) is a W004 warning naming it and where the value must go; one that settings.py reads is not."""
+    monkeypatch.setenv("BENTO_API_URL", "http://127.0.0.1:8765/api/v1")
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.W004"
+    assert "BENTO_API_URL is set, but bento_tasks reads Django settings (tests.django_settings)" in message.msg
+    assert "'https://app.bentonow.com/api/v1' is used" in message.msg
+    assert 'BENTO_API_URL = os.environ["BENTO_API_URL"]' in message.hint
+
+    monkeypatch.setenv("BENTO_TIMEOUT", "10")
+    settings.BENTO_TIMEOUT = 30
+    assert [m.msg.split()[3] for m in bento_checks()] == ["BENTO_API_URL", "BENTO_TIMEOUT"]
+    assert "differs from BENTO_TIMEOUT in Django settings" in bento_checks()[1].msg
+
+    settings.BENTO_API_URL = "http://127.0.0.1:8765/api/v1"  # as os.environ["BENTO_API_URL"] would give it
+    settings.BENTO_TIMEOUT = 10.0
+    assert bento_checks() == []
+
+
+def test_w002_says_to_import_the_app_when_celery_py_already_adds_the_schedule(settings, tmp_path, monkeypatch):
+    """With celery.py calling add_flush_schedule(app) but the project's __init__.py not importing the app, W002
+    says to add that import to __init__.py, not to call add_flush_schedule again."""
+    project = tmp_path / "tutorialproj"
+    project.mkdir()
+    (project / "__init__.py").write_text("")
+    (project / "settings.py").write_text("")
+    (project / "celery.py").write_text("import bento_tasks\n\napp = None\nbento_tasks.add_flush_schedule(app)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__("tutorialproj.settings")
+    settings.CELERY_BEAT_SCHEDULE = {}
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tutorialproj.settings")
+    [message] = bento_checks()
+    assert message.id == "bento_tasks.W002"
+    assert "tutorialproj/celery.py calls bento_tasks.add_flush_schedule(app)" in message.hint
+    assert '"from .celery import app as celery_app" to tutorialproj/__init__.py' in message.hint
+    assert "or call bento_tasks.add_flush_schedule" not in message.hint
+
+    (project / "celery.py").write_text("app = None\n")
+    [message] = bento_checks()
+    assert "Call bento_tasks.add_flush_schedule(app) in tutorialproj/celery.py" in message.hint
 
 
 def test_beat_schedule_without_the_flush_is_reported_with_the_entry_to_add(settings):

@@ -128,7 +128,7 @@ def test_unknown_delivery_mode_is_refused(bento_env, monkeypatch):
     """BENTO_DELIVERY accepts only redis, sync or outbox, and the error says so."""
     monkeypatch.setenv("BENTO_DELIVERY", "fast")
     conf.reset_settings()
-    with pytest.raises(ConfigurationError, match="BENTO_DELIVERY must be one of redis, sync, outbox"):
+    with pytest.raises(ConfigurationError, match="BENTO_DELIVERY is 'fast': expected one of redis, sync, outbox"):
         conf.get_settings()
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
-from conftest import run_cli, wait_until
+from conftest import ROOT, run_cli, wait_until
 
 from bento_tasks import send_event, track
 from bento_tasks.testing import EXAMPLE_EVENTS
@@ -74,3 +77,33 @@ def test_transient_failures_and_429_still_deliver_everything(bento_env, buffer, 
     wait_until(lambda: settled(buffer), 30, message="the buffer to drain")
     assert len({event["email"] for event in fake.events}) == 3500 == len(fake.events)
     assert fake.count_status(429) == 1 and fake.count_status(503) == 2
+
+
+PRODUCER = """
+import sys
+
+import bento_tasks
+import bento_tasks.celery  # the standalone app, whose broker is CELERY_BROKER_URL
+
+for i in range(20):
+    bento_tasks.track("signup", f"track{i}@example.com")
+bento_tasks.tag("tagged@example.com", "beta")
+if sys.argv[1:] == ["delay"]:
+    bento_tasks.send_event.delay("signup", "delayed@example.com")
+"""
+
+
+def test_a_producer_without_keys_queues_what_a_worker_with_keys_delivers(bento_env, broker_url, fake, start_worker):
+    """Least privilege: a producer whose environment holds only BENTO_REDIS_URL (plus the broker URL for
+    .delay()) queues events with track(), a helper and send_event.delay(); a worker holding the keys delivers
+    them to the fake Bento."""
+    start_worker()
+    base = {"PATH": os.environ["PATH"], "BENTO_REDIS_URL": bento_env["BENTO_REDIS_URL"]}
+    for env, args in ((base, []), ({**base, "CELERY_BROKER_URL": broker_url}, ["delay"])):
+        done = subprocess.run(
+            [sys.executable, "-c", PRODUCER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    fake.wait_for_events(2 * 21 + 1, timeout=60)
+    emails = Counter(event["email"] for event in fake.events)
+    assert (emails["track0@example.com"], emails["tagged@example.com"], emails["delayed@example.com"]) == (2, 2, 1)

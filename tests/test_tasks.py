@@ -221,6 +221,21 @@ def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env)
         track("signup", "a@example.com")
 
 
+def test_a_worker_without_the_secret_key_fails_at_the_first_post_and_keeps_the_events(
+    monkeypatch, buffer, dispatches, fake
+):
+    """Keys are required where a POST is made: post_batch raises ConfigurationError naming BENTO_SECRET_KEY
+    and how to set it; nothing is posted, dead-lettered or lost."""
+    monkeypatch.delenv("BENTO_SECRET_KEY")
+    conf.reset_settings()
+    queue_events(3)
+    tasks.flush_events.run()
+    with pytest.raises(conf.ConfigurationError, match="BENTO_SECRET_KEY is not set in the environment"):
+        dispatches.run_next()
+    status = buffer.status()
+    assert (status["in_flight"], status["dead"], fake.requests) == (3, 0, [])
+
+
 def test_partial_batch_waits_while_others_are_in_flight(buffer, dispatches, fake):
     """While a batch is in flight, a flush leaves a partial batch to fill; once it lands, the tail goes."""
     queue_events(1500)
