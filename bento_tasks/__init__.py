@@ -8,13 +8,14 @@ __version__ = "0.1.0"
 
 from . import worker as _worker  # noqa: F401  (connects the worker-start signal handlers)
 from .api import track
-from .exceptions import BentoError, BufferUnavailable, ConfigurationError, InvalidEvent
+from .exceptions import BentoError, BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
 from .helpers import purchase, remove_tag, send_event_on_commit, subscribe, tag, unsubscribe, update_fields
 from .schedule import add_flush_schedule
 from .tasks import flush_events, post_batch, send_event
 
 __all__ = [
     "BentoError",
+    "BrokerUnavailable",
     "BufferUnavailable",
     "ConfigurationError",
     "InvalidEvent",

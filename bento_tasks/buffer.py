@@ -9,17 +9,19 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``stats``: hash of counters (delivered, failed, batches).
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
+- ``last_flush``: when the last flush finished (Redis clock, seconds), so ``status`` can tell a missing beat.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 
@@ -82,6 +84,33 @@ def _age(event: bytes | None, now: float) -> float | None:
     return round(max(0.0, now - date.timestamp()), 3)
 
 
+def describe_redis(url: str) -> dict[str, Any]:
+    """Which Redis a URL points at (host, port, db; or a socket path), never its password."""
+    parts = redis.connection.parse_url(url)
+    if "path" in parts:
+        return {"path": parts["path"], "db": parts.get("db", 0)}
+    return {"host": parts.get("host", "localhost"), "port": parts.get("port", 6379), "db": parts.get("db", 0)}
+
+
+_P = ParamSpec("_P")
+_Result = TypeVar("_Result")
+
+
+def _reachable(method: Callable[Concatenate[Buffer, _P], _Result]) -> Callable[Concatenate[Buffer, _P], _Result]:
+    """Operators' reads and writes raise BufferUnavailable naming the Redis, not a redis-py traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: Buffer, *args: _P.args, **kwargs: _P.kwargs) -> _Result:
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            where = describe_redis(self.settings.redis_url)
+            shown = where.get("path") or f"{where['host']}:{where['port']}"
+            raise BufferUnavailable(f"Redis at {shown} db {where['db']} is unavailable: {exc}") from exc
+
+    return wrapper
+
+
 def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0) -> bytes:
     header = {"reason": reason, "status": status, "attempts": attempts, "time": _utc_now()}
     return json.dumps(header, separators=(",", ":")).encode()
@@ -107,6 +136,7 @@ class Buffer:
         self.limiter_key = f"{tag}:limiter"
         self.paused_key = f"{tag}:paused_until"
         self.reports_key = f"{tag}:reports"
+        self.last_flush_key = f"{tag}:last_flush"
         self._batch_prefix = f"{tag}:batch:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
@@ -173,6 +203,10 @@ class Buffer:
         """Batches in flight that may be posted within one lease; those waiting out a backoff do not count."""
         return self.redis.zcount(self.inflight_key, "-inf", self.now() + self.settings.lease_seconds + 1)
 
+    def mark_flushed(self) -> None:
+        """Record that a flush ran, on Redis's clock (``status`` compares it with the same clock)."""
+        self.redis.set(self.last_flush_key, repr(self.now()))
+
     def now(self) -> float:
         seconds, micros = self.redis.time()
         return seconds + micros / 1_000_000
@@ -219,11 +253,13 @@ class Buffer:
 
     # -- status and dead letters -------------------------------------------------------------
 
+    @_reachable
     def status(self) -> dict[str, Any]:
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.queue_key).zrange(self.inflight_key, 0, -1).llen(self.dead_key)
         pipe.hgetall(self.stats_key).get(self.paused_key).time().lindex(self.queue_key, 0).llen(self.reports_key)
-        queued, batch_ids, dead, stats, paused, (secs, micros), oldest, reports = pipe.execute()
+        pipe.get(self.last_flush_key)
+        queued, batch_ids, dead, stats, paused, (secs, micros), oldest, reports, flushed = pipe.execute()
         now = secs + micros / 1e6
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
@@ -240,6 +276,7 @@ class Buffer:
             "batches_delivered": int(stats.get(b"batches", 0)),
             "failure_reports": reports,
             "oldest_queued_age": _age(oldest, now),
+            "last_flush_age": round(max(0.0, now - float(flushed)), 3) if flushed else None,
             "paused_until": (
                 dt.datetime.fromtimestamp(paused_until, dt.timezone.utc).isoformat(timespec="seconds")
                 if paused_until
@@ -247,10 +284,12 @@ class Buffer:
             ),
         }
 
+    @_reachable
     def failure_reports(self, limit: int = -1) -> list[dict[str, Any]]:
         """Bento's answers that counted failed events, newest first (``limit`` < 0: all)."""
         return [json.loads(raw) for raw in self._first(self.reports_key, limit)]
 
+    @_reachable
     def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
         """Dead letters, oldest first (``limit`` < 0: all)."""
         return [_parse_dead_letter(raw) for raw in self._first(self.dead_key, limit)]
@@ -258,6 +297,7 @@ class Buffer:
     def _first(self, key: str, limit: int) -> list[bytes]:
         return [] if limit == 0 else self.redis.lrange(key, 0, limit - 1 if limit > 0 else -1)
 
+    @_reachable
     def replay(self, reason_contains: str | None = None) -> int:
         """Put dead letters (all, or those whose reason contains the text) back on the queue."""
         moved = 0
@@ -266,6 +306,7 @@ class Buffer:
                 moved += self._replay(keys=[self.dead_key, self.queue_key], args=[letter.raw, letter.event])
         return moved
 
+    @_reachable
     def purge_dead(self) -> int:
         pipe = self.redis.pipeline()
         pipe.llen(self.dead_key).delete(self.dead_key)

@@ -1,14 +1,27 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status and dead letters."""
+"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters and a local fake Bento.
+
+Every failure to reach Redis or to resolve the settings is one line on stderr (and with ``status
+--json`` a JSON object with an ``error`` string) and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
-from .buffer import get_buffer
-from .conf import ConfigurationError
+from . import conf
+from .buffer import describe_redis, get_buffer
+from .exceptions import BufferUnavailable, ConfigurationError
+
+#: status --check fails when no flush ran for this many flush intervals: no beat is running.
+STALE_FLUSH_INTERVALS = 3
+#: The port ``fake-bento`` listens on unless told otherwise, so exported settings survive a restart.
+FAKE_BENTO_PORT = 8765
 
 
 def _print_table(rows: dict[str, object]) -> None:
@@ -17,12 +30,36 @@ def _print_table(rows: dict[str, object]) -> None:
         print(f"{key:<{width}}  {'-' if value is None else value}")
 
 
+def _redis_text(where: dict[str, Any]) -> str:
+    server = where["path"] if "path" in where else f"{where['host']}:{where['port']}"
+    return f"{server} db {where['db']}"
+
+
+def _warn_settings() -> None:
+    # Settings bento-tasks ignores or doubts: the first thing to suspect when status shows unexpected numbers.
+    for problem in conf.resolve().warnings:
+        print(f"bento-tasks: warning: {problem}", file=sys.stderr)
+
+
 def _status(args: argparse.Namespace) -> int:
-    status = get_buffer().status()
+    settings = conf.get_settings()
+    where = describe_redis(settings.redis_url)
+    context = {"redis": where, "settings": settings.source}
+    _warn_settings()
+    try:
+        counts = get_buffer().status()
+    except BufferUnavailable as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), **context}))
+        else:
+            print(f"bento-tasks: {exc} (settings from {settings.source})", file=sys.stderr)
+        return 2
+    # outbox: rows waiting in the Django outbox table; null until the outbox exists.
+    status = {**counts, "outbox": None, **context}
     if args.json:
         print(json.dumps(status))
     else:
-        _print_table(status)
+        _print_table({**status, "redis": _redis_text(where)})
     if not args.check:
         return 0
     problems = []
@@ -31,6 +68,18 @@ def _status(args: argparse.Namespace) -> int:
     age = status["oldest_queued_age"]
     if age is not None and age > args.max_age:
         problems.append(f"oldest queued event is {age:.0f}s old (limit {args.max_age:.0f}s)")
+    stale = STALE_FLUSH_INTERVALS * settings.flush_interval
+    flushed = status["last_flush_age"]
+    if flushed is not None and flushed > stale:
+        problems.append(
+            f"no flush ran for {flushed:.0f}s ({STALE_FLUSH_INTERVALS} x BENTO_FLUSH_INTERVAL = {stale:g}s): "
+            "is celery beat running (celery -A proj beat, or a worker with -B)?"
+        )
+    elif flushed is None and age is not None and age > stale:
+        problems.append(
+            f"{status['queued']} event(s) queued, the oldest {age:.0f}s ago, and no flush has ever run: "
+            "is celery beat running (celery -A proj beat, or a worker with -B)?"
+        )
     for problem in problems:
         print(f"bento-tasks: unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -81,8 +130,51 @@ def _dead_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fake_bento(args: argparse.Namespace) -> int:
+    from .testing import FakeBento
+
+    fake = FakeBento(port=args.port)
+    try:
+        fake.start()
+    except OSError as exc:
+        print(f"bento-tasks: cannot listen on 127.0.0.1:{args.port}: {exc}; try --port N", file=sys.stderr)
+        return 2
+    print("# A fake Bento for local development: it checks requests as Bento does and keeps nothing.")
+    print("# Use these settings in the shells of your worker and web process (Ctrl-C stops the fake):")
+    for name, value in (
+        ("BENTO_API_URL", fake.url),
+        ("BENTO_SITE_UUID", fake.site_uuid),
+        ("BENTO_PUBLISHABLE_KEY", fake.publishable_key),
+        ("BENTO_SECRET_KEY", fake.secret_key),
+    ):
+        print(f"export {name}={value}")
+    sys.stdout.flush()
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.2)
+            requests = fake.requests
+            for request in requests[seen:]:
+                at = dt.datetime.fromtimestamp(request.received_at).strftime("%H:%M:%S")
+                if request.events:
+                    kinds = ", ".join(sorted({str(event.get("type")) for event in request.events}))
+                    outcome = f"{len(request.events)} event(s) {kinds}"
+                else:
+                    outcome = request.response_body[:200].decode("utf-8", "replace")
+                print(f"{at} {request.method} {request.path} {request.status}: {outcome}")
+            seen = len(requests)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"# stopped; {len(fake.events)} event(s) accepted")
+    finally:
+        fake.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bento-tasks", description="Inspect the bento-tasks buffer in Redis.")
+    parser = argparse.ArgumentParser(
+        prog="bento-tasks", description="Inspect the bento-tasks buffer in Redis, or run a local fake Bento."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="queued, in-flight and dead event counts")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -106,13 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     purge = dead.add_parser("purge", help="delete every dead letter")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.set_defaults(run=_dead_purge)
+    fake = commands.add_parser("fake-bento", help="run a fake Bento in the foreground (development without an account)")
+    fake.add_argument(
+        "--port", type=int, default=FAKE_BENTO_PORT, help=f"port on 127.0.0.1 (default {FAKE_BENTO_PORT}; 0: any free)"
+    )
+    fake.set_defaults(run=_fake_bento)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except ConfigurationError as exc:
-        print(f"bento-tasks: {exc}", file=sys.stderr)
+        return int(args.run(args))
+    except (ConfigurationError, BufferUnavailable) as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        else:
+            print(f"bento-tasks: {exc}", file=sys.stderr)
         return 2

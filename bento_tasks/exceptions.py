@@ -28,6 +28,10 @@ class BufferUnavailable(BentoError, ConnectionError):
     """Redis could not be reached, so the event was not stored (and not silently dropped)."""
 
 
+class BrokerUnavailable(BentoError, ConnectionError):
+    """``send_event.delay()`` could not hand the event to the Celery broker, so it was not sent."""
+
+
 class ConfigurationError(Exception):
     """Settings are missing or wrong; the message names each one and what to set.
 

@@ -14,13 +14,14 @@ import time
 from typing import Any
 
 from celery import Task, shared_task
+from kombu.exceptions import OperationalError
 
 from .api import enqueue
 from .buffer import get_buffer
 from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
-from .exceptions import InvalidEvent
+from .exceptions import BrokerUnavailable, InvalidEvent
 from .policy import backoff_delay, countdown, dispatch_room, rate_interval
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,14 @@ class EventTask(Task):
         call["date"] = event["date"]
         # Celery logs (and Flower shows) a task's arguments: the address is masked there.
         options.setdefault("kwargsrepr", repr({**call, "email": mask_email(call["email"], settings)}))
-        return super().apply_async((), call, **options)
+        try:
+            return super().apply_async((), call, **options)
+        except OperationalError as exc:
+            # kombu's error after its publish retries; as a ConnectionError it is caught like track()'s.
+            raise BrokerUnavailable(
+                f"could not send the event to the Celery broker, so it was not queued: {exc}. "
+                "Retry later, or use track(), which needs only Redis."
+            ) from exc
 
 
 @shared_task(
@@ -118,6 +126,7 @@ def flush_events() -> dict[str, int]:
         counts["dispatched"] += 1
         busy += 1
         room -= 1
+    buffer.mark_flushed()  # status --check tells a missing beat by this
     if any(counts.values()):
         logger.info("bento_tasks: flush %s", counts)
     return counts

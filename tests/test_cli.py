@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
-from conftest import claim_events, run_cli
+from conftest import ROOT, claim_events, free_port, run_cli, wait_until
 
-from bento_tasks import conf, track
+from bento_tasks import conf, tasks, track
+from bento_tasks.client import Verdict, post_events
 
 
 @pytest.mark.parametrize("module", [True, False], ids=["python -m", "console script"])
@@ -36,6 +40,7 @@ def test_status_table_is_readable(bento_env, buffer):
 def test_status_check_fails_when_paused_or_stale(bento_env, buffer):
     """status --check exits 1 while delivery is paused or the oldest event is older than --max-age."""
     assert run_cli(bento_env, "status", "--check").returncode == 0
+    buffer.mark_flushed()  # a beat is running
     track("signup", "old@example.com", date="2020-01-01T00:00:00+00:00")
     stale = run_cli(bento_env, "status", "--check", "--max-age", "60")
     assert stale.returncode == 1 and "oldest queued event" in stale.stderr
@@ -80,3 +85,79 @@ def test_dead_list_replay_and_purge(bento_env, buffer):
     assert refused.returncode == 2 and buffer.status()["dead"] == 1
     assert "1 dead letter(s) deleted" in run_cli(bento_env, "dead", "purge", "--yes").stdout
     assert buffer.status()["dead"] == 0
+
+
+def test_status_names_the_redis_and_the_settings_source(bento_env, redis_url):
+    """status says which Redis it read (host, port, db; never a password) and where settings came from."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    status = json.loads(run_cli(bento_env, "status", "--json").stdout)
+    assert status["redis"] == {"host": "127.0.0.1", "port": port, "db": 0}
+    assert status["settings"] == "the environment"
+    human = run_cli(bento_env, "status")
+    assert f"127.0.0.1:{port} db 0" in human.stdout and "the environment" in human.stdout
+    # This Redis has no password, so it refuses one: the answer still names the server, not the password.
+    env = {**bento_env, "BENTO_REDIS_URL": f"redis://:not-shown@127.0.0.1:{port}/0"}
+    for args in (("status",), ("status", "--json")):
+        refused = run_cli(env, *args)
+        assert f"127.0.0.1:{port} db 0" in refused.stdout + refused.stderr
+        assert "not-shown" not in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--check", "--json"), ("dead", "list")])
+def test_redis_down_is_one_line_or_a_json_error_and_exit_2(bento_env, args):
+    """With Redis unreachable, status (and dead list) print one line, or with --json one JSON object with an
+    `error` string, and exit 2: never a traceback."""
+    env = {**bento_env, "BENTO_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run_cli(env, *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    if "--json" in args:
+        answer = json.loads(result.stdout)
+        assert "127.0.0.1:1 db 0 is unavailable" in answer["error"] and answer["redis"]["port"] == 1
+    else:
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+        assert "is unavailable" in result.stderr
+
+
+def test_status_check_fails_when_no_flush_ran_for_three_intervals(bento_env, buffer, dispatches):
+    """A worker without beat: status reports last_flush_age, and --check fails once no flush ran for three
+    BENTO_FLUSH_INTERVALs (0.5 s here) or events wait and none ever ran."""
+    track("signup", "queued@example.com", date="2020-01-01T00:00:00Z")
+    never = run_cli(bento_env, "status", "--check", "--max-age", "1e12")
+    assert never.returncode == 1 and "no flush has ever run" in never.stderr
+    tasks.flush_events.run()
+    fresh = run_cli(bento_env, "status", "--check", "--json", "--max-age", "1e12")
+    assert fresh.returncode == 0, fresh.stderr
+    assert 0 <= json.loads(fresh.stdout)["last_flush_age"] < 1.5
+    wait_until(lambda: buffer.status()["last_flush_age"] > 1.5, 5, message="the flush to age")
+    stale = run_cli(bento_env, "status", "--check", "--max-age", "1e12")
+    assert stale.returncode == 1 and "no flush ran for" in stale.stderr and "beat" in stale.stderr
+
+
+def test_fake_bento_command_prints_settings_and_serves_until_ctrl_c(bento_env):
+    """`bento-tasks fake-bento --port N` prints the BENTO_* export lines, accepts what bento-tasks POSTs with
+    them, prints each request, and exits 0 on Ctrl-C (SIGINT)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bento_tasks", "fake-bento", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        exports = {}
+        while len(exports) < 4:
+            line = process.stdout.readline()
+            assert line, "fake-bento exited before printing its settings"
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[name] = value
+        assert exports["BENTO_API_URL"] == f"http://127.0.0.1:{port}/api/v1"
+        settings = conf.Settings(**{conf.SPECS[name].attr: value for name, value in exports.items()})
+        outcome = post_events(settings, [b'{"type":"$signup","email":"a@example.com"}'])
+        assert outcome.verdict is Verdict.DELIVERED
+        assert "200: 1 event(s) $signup" in process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0 and "1 event(s) accepted" in out

@@ -331,4 +331,8 @@ def test_status_cli_reads_the_django_settings_module(queue, redis_url, tmp_path)
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["queued"] == 2
+    status = json.loads(out.stdout)
+    assert status["queued"] == 2
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    assert status["redis"] == {"host": "127.0.0.1", "port": port, "db": 0}
+    assert status["settings"] == "Django settings (cli_settings)"

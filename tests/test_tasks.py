@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bento_tasks import InvalidEvent, conf, send_event, tasks, track
+from bento_tasks import BentoError, BrokerUnavailable, InvalidEvent, conf, send_event, tasks, track
 
 
 def configure(monkeypatch, **values: str) -> None:
@@ -219,6 +219,22 @@ def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env)
     configure(monkeypatch, BENTO_REDIS_URL="redis://127.0.0.1:1/0")
     with pytest.raises(BufferUnavailable):
         track("signup", "a@example.com")
+
+
+def test_send_event_delay_with_the_broker_down_raises_broker_unavailable(bento_env):
+    """send_event.delay() that cannot reach the broker raises BrokerUnavailable (a BentoError and a
+    ConnectionError, like track()'s BufferUnavailable) saying the event was not queued, not kombu's error."""
+    from celery import Celery, _state
+
+    previous = _state.get_current_app()
+    app = Celery("broker-down", broker="redis://127.0.0.1:1/1", set_as_current=True)
+    try:
+        with pytest.raises(BrokerUnavailable, match="not queued") as raised:
+            send_event.delay("signup", "a@example.com")
+    finally:
+        previous.set_current()
+        app.close()
+    assert isinstance(raised.value, BentoError) and isinstance(raised.value, ConnectionError)
 
 
 def test_a_worker_without_the_secret_key_fails_at_the_first_post_and_keeps_the_events(
