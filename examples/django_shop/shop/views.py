@@ -23,9 +23,14 @@ def charge(order: Order, card: str) -> None:
         raise CardDeclined(order.pk)
 
 
+def invalid(exc: bento_tasks.InvalidEvent) -> JsonResponse:
+    """A 400 naming what is wrong with the event (e.g. {"email": ["Not a valid email address."]})."""
+    return JsonResponse({"error": str(exc), "fields": exc.errors}, status=400)
+
+
 @require_POST
 def checkout(request: HttpRequest) -> JsonResponse:
-    email, sku = request.POST["email"], request.POST["sku"]
+    email, sku = request.POST.get("email", ""), request.POST.get("sku", "")
     quantity = int(request.POST.get("quantity", 1))
     if sku not in PRODUCTS:
         return JsonResponse({"error": "unknown sku"}, status=400)
@@ -44,7 +49,9 @@ def checkout(request: HttpRequest) -> JsonResponse:
                 cart={"items": [{"product_sku": sku, "product_name": name, "quantity": quantity}]},
                 on_commit=True,
             )
-            charge(order, request.POST["card"])
+            charge(order, request.POST.get("card", ""))
+    except bento_tasks.InvalidEvent as exc:  # a bad address: the order is rolled back with its event
+        return invalid(exc)
     except CardDeclined:
         return JsonResponse({"error": "card declined"}, status=402)
     return JsonResponse({"order": order.pk}, status=201)
@@ -52,8 +59,12 @@ def checkout(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def signup(request: HttpRequest) -> JsonResponse:
-    email, first_name = request.POST["email"], request.POST.get("first_name", "")
-    with transaction.atomic():
-        user = User.objects.create_user(username=email, email=email, first_name=first_name)
-        bento_tasks.subscribe(email, fields={"first_name": first_name}, on_commit=True)
+    email, first_name = request.POST.get("email", ""), request.POST.get("first_name", "")
+    try:
+        with transaction.atomic():
+            # Validated now and queued at commit: a bad address raises before the user row is written.
+            bento_tasks.subscribe(email, fields={"first_name": first_name}, on_commit=True)
+            user = User.objects.create_user(username=email, email=email, first_name=first_name)
+    except bento_tasks.InvalidEvent as exc:
+        return invalid(exc)
     return JsonResponse({"user": user.pk}, status=201)

@@ -7,6 +7,7 @@ never run by themselves: django_capture_on_commit_callbacks(execute=True) runs t
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from shop.models import Order
 from shop.views import DECLINED_CARD
 
@@ -58,3 +59,27 @@ def test_signup_reaches_bento_over_http(client, bento_sync, django_capture_on_co
         client.post("/signup", {"email": "walter@example.com", "first_name": "Walter"})
     [event] = bento_sync.events
     assert (event["type"], event["email"]) == ("$subscribe", "walter@example.com")
+
+
+@pytest.mark.parametrize("email", [None, "", "not-an-address"])
+def test_signup_with_a_missing_or_invalid_email_is_a_400_naming_the_field(
+    client, bento_outbox, django_capture_on_commit_callbacks, email
+):
+    """A signup without a usable address answers 400 saying `email` is wrong (InvalidEvent caught), creates no
+    user and sends nothing; it used to be a 500."""
+    data = {"first_name": "Walter"} if email is None else {"email": email, "first_name": "Walter"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/signup", data)
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["email"]
+    assert (bento_outbox, User.objects.count()) == ([], 0)
+
+
+def test_checkout_with_an_invalid_email_is_a_400_and_rolls_back_the_order(
+    client, bento_outbox, django_capture_on_commit_callbacks
+):
+    """A checkout whose address Bento would refuse answers 400 naming `email`; the order is rolled back."""
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/checkout", {**ORDER, "email": "jesse-at-example"})
+    assert response.status_code == 400 and list(response.json()["fields"]) == ["email"]
+    assert (bento_outbox, Order.objects.count()) == ([], 0)
