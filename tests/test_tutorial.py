@@ -73,7 +73,10 @@ def test_the_readme_tutorial_delivers_an_event_to_the_fake_bento(redis_server, r
     make_project(tmp_path)
     fake_port, web_port = free_port(), free_port()
     fake = subprocess.Popen(
-        [sys.executable, "-m", "bento_tasks", "fake-bento", "--port", str(fake_port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bento_tasks", "fake-bento", "--port", str(fake_port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     web = None
     try:
@@ -86,6 +89,7 @@ def test_the_readme_tutorial_delivers_an_event_to_the_fake_bento(redis_server, r
                 exports[name] = value
         env = {
             "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),  # this checkout's bento_tasks, whatever is installed
             **exports,
             "BENTO_REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_server.url(1),
@@ -114,7 +118,7 @@ def test_the_readme_tutorial_delivers_an_event_to_the_fake_bento(redis_server, r
             while "200: 1 event(s) $completed_onboarding" not in line:
                 assert time.monotonic() < deadline and line, "the fake never received the event"
                 line = fake.stdout.readline()
-        project_env = {**env, "DJANGO_SETTINGS_MODULE": "proj.settings", "PYTHONPATH": str(tmp_path)}
+        project_env = {**env, "DJANGO_SETTINGS_MODULE": "proj.settings", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
         status = json.loads(run_cli(project_env, "status", "--json").stdout)
         assert (status["delivered"], status["queued"], status["settings"]) == (1, 0, "Django settings (proj.settings)")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import ROOT
 
 from bento_tasks.testing import CeleryWorker
 
@@ -42,7 +43,7 @@ def test_a_django_worker_logs_an_environment_variable_it_does_not_read_once_at_s
     (project / "settings.py").write_text(SETTINGS.format(redis_url=redis_url, broker_url=broker_url))
     env = {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),  # this checkout's bento_tasks
         "DJANGO_SETTINGS_MODULE": "workerproj.settings",
         "BENTO_API_URL": "http://127.0.0.1:8765/api/v1",
     }
