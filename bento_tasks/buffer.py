@@ -86,7 +86,7 @@ def _age(event: bytes | None, now: float) -> float | None:
 
 def describe_redis(url: str) -> dict[str, Any]:
     """Which Redis a URL points at (host, port, db; or a socket path), never its password."""
-    parts = redis.connection.parse_url(url)
+    parts: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
     if "path" in parts:
         return {"path": parts["path"], "db": parts.get("db", 0)}
     return {"host": parts.get("host", "localhost"), "port": parts.get("port", 6379), "db": parts.get("db", 0)}
@@ -100,7 +100,7 @@ def _reachable(method: Callable[Concatenate[Buffer, _P], _Result]) -> Callable[C
     """Operators' reads and writes raise BufferUnavailable naming the Redis, not a redis-py traceback."""
 
     @functools.wraps(method)
-    def wrapper(self: Buffer, *args: _P.args, **kwargs: _P.kwargs) -> _Result:
+    def wrapper(self: Buffer, /, *args: _P.args, **kwargs: _P.kwargs) -> _Result:
         try:
             return method(self, *args, **kwargs)
         except redis.RedisError as exc:

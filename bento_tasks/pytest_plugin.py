@@ -62,9 +62,7 @@ def bento_sync(bento_fake: FakeBento) -> Iterator[FakeBento]:
 @pytest.fixture
 def bento_outbox() -> Iterator[list[dict[str, Any]]]:
     """Events sent during the test, as Bento would receive them (BENTO_DELIVERY="outbox"): no Redis, no HTTP."""
-    # Nothing leaves the process, so placeholder keys spare tests from needing real ones.
-    placeholders = {"BENTO_SITE_UUID": "outbox", "BENTO_PUBLISHABLE_KEY": "outbox", "BENTO_SECRET_KEY": "outbox"}
     testmode.outbox.clear()
-    with override_bento_settings(BENTO_DELIVERY="outbox", **placeholders):
+    with override_bento_settings(BENTO_DELIVERY="outbox"):  # nothing is POSTed, so no key is needed
         yield testmode.outbox
     testmode.outbox.clear()

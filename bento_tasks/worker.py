@@ -16,7 +16,6 @@ from . import conf
 logger = logging.getLogger(__name__)
 
 
-@worker_ready.connect(weak=False, dispatch_uid="bento_tasks.worker.report_settings")
 def report_settings(sender: Any = None, **kwargs: Any) -> None:
     """Log, once per worker, every settings problem: a refused value, a missing key (this worker cannot
     POST), a BENTO_* environment variable Django settings do not use, an unknown name."""
@@ -25,3 +24,6 @@ def report_settings(sender: Any = None, **kwargs: Any) -> None:
         logger.error("bento_tasks: %s", problem)
     for problem in (*resolution.missing_keys, *resolution.warnings):
         logger.warning("bento_tasks: %s", problem)
+
+
+worker_ready.connect(report_settings, weak=False, dispatch_uid="bento_tasks.worker.report_settings")
