@@ -123,9 +123,7 @@ class Settings:
         missing = [name for name, value in zip(KEYS, values, strict=True) if not value]
         if missing:
             known = {problem.setting: problem for problem in self.key_problems}
-            raise configuration_error(
-                [known.get(name) or _missing_key(name, None, {}) for name in missing], self.source
-            )
+            raise configuration_error([known.get(name) or _missing_key(name, None) for name in missing], self.source)
 
 
 @dataclass(frozen=True)
@@ -374,7 +372,7 @@ def _unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _missing_key(name: str, source: _Source | None, environ: Mapping[str, str]) -> Problem:
+def _missing_key(name: str, source: _Source | None) -> Problem:
     """W001 for one key, naming the cause this process can see."""
     what = f"{_KEY_WHAT[name]} (Bento: Settings > API keys)"
     if source is None or source.django is None:
@@ -385,7 +383,7 @@ def _missing_key(name: str, source: _Source | None, environ: Mapping[str, str]) 
             f"Set that variable to {what}, e.g. export {name}=...",
         )
     defined, _ = source.get(name)
-    exported = bool(environ.get(name, "").strip())
+    exported = bool(source.environ.get(name, "").strip())
     if not defined:
         seen = f", although the environment variable {name} is set (under Django only settings are read)"
         return Problem(
@@ -468,7 +466,7 @@ def _unread_environment(source: _Source, values: Mapping[str, Any]) -> list[Prob
         else:
             try:
                 same = spec.parse(text) == values.get(spec.attr, value)
-            except ValueError:
+            except (TypeError, ValueError, OverflowError):
                 same = False
             if same:
                 continue
@@ -488,7 +486,7 @@ def _unread_environment(source: _Source, values: Mapping[str, Any]) -> list[Prob
     return problems
 
 
-def _api_base(url: str) -> list[Problem]:
+def _api_base(url: str, source: _Source) -> list[Problem]:
     path = urlsplit(url).path.rstrip("/")
     if path.endswith(API_BASE_PATH):
         return []
@@ -500,7 +498,7 @@ def _api_base(url: str) -> list[Problem]:
             "BENTO_API_URL",
             f"BENTO_API_URL {url!r} does not end in {API_BASE_PATH}: events would be POSTed to {endpoint}, "
             "which is not Bento's batch endpoint.",
-            f'Give the API base, e.g. BENTO_API_URL = "{Settings.api_url}" (the default){fix}.',
+            f"Give the API base, e.g. {source.example('BENTO_API_URL', Settings.api_url)} (the default){fix}.",
         )
     ]
 
@@ -513,7 +511,7 @@ def _resolve(source: _Source) -> Resolution:
         _, raw = source.get(name)
         if _unset(raw):
             if name in KEYS:
-                missing_keys.append(_missing_key(name, source, source.environ))
+                missing_keys.append(_missing_key(name, source))
             continue
         try:
             values[spec.attr] = spec.parse(raw)
@@ -523,7 +521,7 @@ def _resolve(source: _Source) -> Resolution:
     if source.django is not None:
         warnings += _unread_environment(source, values)
     if "api_url" in values:
-        warnings += _api_base(values["api_url"])
+        warnings += _api_base(values["api_url"], source)
     event_bytes = values.get("max_event_bytes", Settings.max_event_bytes)
     batch_bytes = values.get("batch_max_bytes", Settings.batch_max_bytes)
     if event_bytes > batch_bytes:
