@@ -1,4 +1,8 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status and dead letters."""
+"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, metrics.
+
+``manage.py bento ...`` runs this same parser and these same functions (see
+``bento_tasks/management/commands/bento.py``), so both print the same and exit the same.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +85,34 @@ def _dead_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush(args: argparse.Namespace) -> int:
+    # The flush task, run here: it dispatches post_batch through the current Celery app (the project's
+    # under manage.py; otherwise Celery's default app, which takes CELERY_BROKER_URL).
+    from .tasks import flush_events
+
+    counts = flush_events()
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(f"recovered {counts['recovered']} batch(es), dispatched {counts['dispatched']} batch(es)")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    print("delivery resumed" if get_buffer().resume() else "delivery was not paused")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    try:
+        from .prometheus import serve
+    except ImportError:
+        print("bento-tasks: metrics need prometheus-client: pip install 'bento-tasks[prometheus]'", file=sys.stderr)
+        return 2
+    serve(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bento-tasks", description="Inspect the bento-tasks buffer in Redis.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     purge = dead.add_parser("purge", help="delete every dead letter")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.set_defaults(run=_dead_purge)
+    flush = commands.add_parser("flush", help="run one flush now (claim and dispatch batches), e.g. after a deploy")
+    flush.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    flush.set_defaults(run=_flush)
+    commands.add_parser("resume", help="end a delivery pause now").set_defaults(run=_resume)
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics over HTTP (needs the prometheus extra)")
+    metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
+    metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    metrics.set_defaults(run=_metrics)
     return parser
 
 

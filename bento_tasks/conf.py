@@ -62,6 +62,9 @@ class Settings:
     #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
     #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
     delivery: str = "redis"
+    #: Bearer token a Prometheus scrape must send to the metrics view and ``bento-tasks metrics``
+    #: ("" : the Django view admits only users with the view permission on the Bento status).
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def lease_seconds(self) -> float:
@@ -98,6 +101,7 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_CONFIG_ERROR_PAUSE": ("config_error_pause", float),
     "BENTO_MASK_EMAILS": ("mask_emails", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
     "BENTO_DELIVERY": ("delivery", str),
+    "BENTO_METRICS_TOKEN": ("metrics_token", lambda v: str(v).strip()),
 }
 
 DELIVERY_MODES = ("redis", "sync", "outbox")

@@ -193,3 +193,61 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
+
+# RECORD_DEPTH: note the queue's length in a minute of the operators' series (the flush, once a tick).
+# KEYS[1] queue list, KEYS[2] the minute's series hash
+# ARGV[1] seconds the minute is kept
+# The minute keeps the largest length seen, so a backlog drained within the minute still shows.
+# Returns the queue's length.
+RECORD_DEPTH = """
+local depth = redis.call('LLEN', KEYS[1])
+local seen = tonumber(redis.call('HGET', KEYS[2], 'depth') or '-1')
+if depth > seen then redis.call('HSET', KEYS[2], 'depth', depth) end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
+return depth
+"""
+
+# REPLAY_MATCHING: put every dead letter matching a filter back on the queue, in one linear pass
+# (one LREM per letter would cost a pass per letter: minutes with 100,000 of them).
+# KEYS[1] dead-letter list, KEYS[2] queue list
+# ARGV[1] text the reason must contain ('' any), ARGV[2] status: '' any, 'none' no status, else a code,
+# ARGV[3] text the event's email must contain, lower-case ASCII ('' any)
+# The rules are those of buffer.DeadLetterFilter. Letters left keep their order; replayed events
+# join the queue in dead-letter order. A letter whose header or event does not parse never matches
+# a filter on it (it stays).
+# Returns the number of events put back.
+REPLAY_MATCHING = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local kept, moved = {}, {}
+local reason, status, email = ARGV[1], ARGV[2], ARGV[3]
+for _, item in ipairs(items) do
+  local cut = string.find(item, '\\n', 1, true)
+  local match = cut ~= nil
+  local meta, event
+  if match then
+    event = string.sub(item, cut + 1)
+    local ok, decoded = pcall(cjson.decode, string.sub(item, 1, cut - 1))
+    match = ok and type(decoded) == 'table'
+    meta = decoded
+  end
+  if match and reason ~= '' then
+    match = type(meta.reason) == 'string' and string.find(meta.reason, reason, 1, true) ~= nil
+  end
+  if match and status == 'none' then
+    match = meta.status == nil or meta.status == cjson.null
+  elseif match and status ~= '' then
+    match = type(meta.status) == 'number' and meta.status == tonumber(status)
+  end
+  if match and email ~= '' then
+    local ok, decoded = pcall(cjson.decode, event)
+    match = ok and type(decoded) == 'table' and type(decoded.email) == 'string'
+      and string.find(string.lower(decoded.email), email, 1, true) ~= nil
+  end
+  if match then moved[#moved + 1] = event else kept[#kept + 1] = item end
+end
+if #moved == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 1, #kept, 1000 do redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept))) end
+for i = 1, #moved, 1000 do redis.call('RPUSH', KEYS[2], unpack(moved, i, math.min(i + 999, #moved))) end
+return #moved
+"""
