@@ -163,6 +163,7 @@ class StatusAdmin(_RedisPages):
                 "label": STATUS_LABELS.get(key, key.replace("_", " ").capitalize()),
                 "value": value,
                 "display": _display(key, value),
+                "text": isinstance(value, str),
             }
             for key, value in status.items()
             if key != "error"
@@ -213,7 +214,7 @@ class DeadLetterAdmin(_RedisPages):
             filter_query=self.query(where),
             may_replay=self.has_change_permission(request),
             may_purge=self.has_delete_permission(request),
-            max_scan=MAX_SCAN,
+            max_scan=f"{MAX_SCAN:,}",
         )
         try:
             scan = self.buffer().scan_dead(where, int(before) if before.isdigit() else None, PAGE, MAX_SCAN)
@@ -227,8 +228,10 @@ class DeadLetterAdmin(_RedisPages):
         context.update(
             scan=scan,
             rows=rows,
-            window_high=first,
-            window_low=scan.before or 0,
+            total=f"{scan.total:,}",
+            scanned=f"{scan.scanned:,}",
+            high=f"{first:,}",
+            low=f"{(scan.before or 0) + 1:,}",
             older=f"?{self.query(where, before=scan.before)}" if scan.before else None,
             newer=f"?{self.query(where, before=min(first + PAGE, scan.total))}"
             if where.empty and first < scan.total
@@ -318,7 +321,6 @@ class DeadLetterAdmin(_RedisPages):
             where=where,
             selected=request.POST.getlist("selected")[:PAGE],
             back=f"{self.url('changelist')}?{self.query(where)}",
-            max_scan=MAX_SCAN,
             **extra,
         )
         return self.page(request, "confirm.html", context)

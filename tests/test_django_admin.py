@@ -165,7 +165,7 @@ def test_a_filtered_page_examines_a_bounded_window(buffer, monkeypatch):
     bury(buffer, [f"n{i}@example.com" for i in range(1000)], "retries exhausted: 503", 503)
     client = client_for(staff("viewer", *VIEW))
     page = client.get(DEAD, {"status": "422"}).content.decode()
-    assert "0 matches among 300 of 1001 dead letters searched" in page
+    assert "0 matches among 300 of 1,001 dead letters searched" in page
     older = re.search(r'href="\?([^"]+)" id="bento-older"', page)
     assert older is not None
     pages = 1
