@@ -292,19 +292,16 @@ class DeadLetterAdmin(_RedisPages):
                 return HttpResponseRedirect(back)
             if not confirmed:
                 return self.confirm(request, action, where, rows=[_letter_row(i, letter) for i, letter in found])
-            letters = [letter for _, letter in found]
             if action == "replay_selected":
-                done = buffer.replay_letters(letters)
+                done = buffer.replay_letters(found)
                 text = f"{done:,} event(s) put back on the queue."
             else:
-                done = buffer.purge_letters(letters)
+                done = buffer.purge_letters(found)
                 text = f"{done:,} dead letter(s) deleted."
         except BufferUnavailable as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(back)
-        logger.info(
-            "bento_tasks: %s: %s of %d dead letter(s) from the admin: %d done", user, action, len(letters), done
-        )
+        logger.info("bento_tasks: %s: %s of %d dead letter(s) from the admin: %d done", user, action, len(found), done)
         self.message_user(request, text, messages.SUCCESS)
         return HttpResponseRedirect(back)
 

@@ -131,6 +131,11 @@ def dead_letter_id(raw: bytes) -> str:
     return hashlib.sha1(raw).hexdigest()[:20]
 
 
+def _tombstone() -> str:
+    # Dead letters start with their JSON header ("{"): this can never be one of them.
+    return f"\x00bento-tombstone:{uuid.uuid4().hex}"
+
+
 def _ascii_lower(text: str) -> str:
     # Lua's string.lower (REPLAY_MATCHING) folds ASCII only; the Python side must match the same letters.
     return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
@@ -212,6 +217,7 @@ class Buffer:
         self._replay = register(scripts.REPLAY)
         self._record_depth = register(scripts.RECORD_DEPTH)
         self._replay_matching = register(scripts.REPLAY_MATCHING)
+        self._remove_letters = register(scripts.REMOVE_LETTERS)
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
@@ -438,27 +444,32 @@ class Buffer:
         return found
 
     @_unavailable
-    def replay_letters(self, letters: Sequence[DeadLetter]) -> int:
-        """Put these dead letters back on the queue (one round trip); returns how many were still there."""
-        pipe = self.redis.pipeline(transaction=False)
-        for letter in letters:
-            self._replay(keys=[self.dead_key, self.queue_key], args=[letter.raw, letter.event], client=pipe)
-        return sum(pipe.execute()) if letters else 0
+    def replay_letters(self, found: Sequence[tuple[int, DeadLetter]]) -> int:
+        """Put these dead letters (with the index each was seen at) back on the queue; returns how many were
+        still there. One pass over the list for the lot, wherever they are."""
+        return self._remove(found, requeue=True)
 
     @_unavailable
-    def purge_letters(self, letters: Sequence[DeadLetter]) -> int:
-        """Delete these dead letters for good; returns how many were still there."""
-        pipe = self.redis.pipeline(transaction=False)
-        for letter in letters:
-            pipe.lrem(self.dead_key, 1, letter.raw)
-        return sum(pipe.execute()) if letters else 0
+    def purge_letters(self, found: Sequence[tuple[int, DeadLetter]]) -> int:
+        """Delete these dead letters (with the index each was seen at) for good; returns how many were still there."""
+        return self._remove(found, requeue=False)
+
+    def _remove(self, found: Sequence[tuple[int, DeadLetter]], requeue: bool) -> int:
+        removed = 0
+        for start in range(0, len(found), 1000):  # Lua's unpack() takes a few thousand values at most
+            args: list[Any] = [_tombstone(), "1" if requeue else "0"]
+            for index, letter in found[start : start + 1000]:
+                args += [index, letter.raw, letter.event]
+            removed += int(self._remove_letters(keys=[self.dead_key, self.queue_key], args=args))
+        return removed
 
     @_unavailable
     def replay_matching(self, where: DeadLetterFilter) -> int:
         """Put every dead letter matching ``where`` back on the queue, in one linear pass; returns how many."""
         return int(
             self._replay_matching(
-                keys=[self.dead_key, self.queue_key], args=[where.reason, where.status, _ascii_lower(where.email)]
+                keys=[self.dead_key, self.queue_key],
+                args=[where.reason, where.status, _ascii_lower(where.email), _tombstone()],
             )
         )
 

@@ -123,15 +123,21 @@ def test_pages_of_dead_letters_read_only_windows(buffer, monkeypatch):
 def test_chosen_dead_letters_are_found_after_their_indices_shift(buffer):
     """A letter named by (index, id) is found though letters before it were replayed since the page was read."""
     bury(buffer, [f"s{i}@example.com" for i in range(10)])
-    letters = buffer.dead_letters()
-    target = (9, dead_letter_id(letters[9].raw))
-    assert buffer.replay_letters(letters[:3]) == 3
+    letters = list(enumerate(buffer.dead_letters()))
+    target = (9, dead_letter_id(letters[9][1].raw))
+    assert buffer.replay_letters([letters[2], letters[0], letters[1]]) == 3
+    assert [json.loads(raw)["email"] for raw in buffer.redis.lrange(buffer.queue_key, 0, -1)] == [
+        "s2@example.com",
+        "s0@example.com",
+        "s1@example.com",
+    ]
     [(index, found)] = buffer.find_dead_letters([target])
     assert index == 6 and found.email == "s9@example.com"
     assert buffer.find_dead_letters([(6, "0" * 20)]) == [None]
-    assert buffer.purge_letters([found, found]) == 1  # the second is already gone
+    assert buffer.purge_letters([(9, found), (6, found)]) == 1  # a stale index is looked up; the second is gone
     assert buffer.replay_letters([letters[0]]) == 0
-    assert buffer.status()["dead"] == 6 and buffer.status()["queued"] == 3
+    assert [letter.email for letter in buffer.dead_letters()] == [f"s{i}@example.com" for i in (3, 4, 5, 6, 7, 8)]
+    assert buffer.status()["queued"] == 3
 
 
 LETTERS = [
@@ -141,6 +147,7 @@ LETTERS = [
     ("invalid Bento event: _event: not valid UTF-8 JSON", None, b"\xff\xfe not json"),
     ("invalid Bento event: email: Not a valid email address.", None, b'{"type":"t","email":["x"]}'),
     ("Bento refused the event: big", 413, b'[{"email":"carl@example.com"}]'),
+    ('Bento refused the event: {"status":422}', 503, b'{"type":"t","email":"d@x.io","details":{"status":422}}'),
 ]
 
 
@@ -152,6 +159,7 @@ LETTERS = [
         DeadLetterFilter(reason="RETRIES"),
         DeadLetterFilter(status="none"),
         DeadLetterFilter(status="422"),
+        DeadLetterFilter(status="503"),
         DeadLetterFilter(email="EXAMPLE.COM"),
         DeadLetterFilter(email="élodie"),
         DeadLetterFilter(reason="Bento refused", status="413"),
