@@ -23,8 +23,7 @@ from django.utils.safestring import mark_safe
 
 from .buffer import Buffer, DeadLetter, DeadLetterFilter, dead_letter_id, get_buffer
 from .chart import last_hour_svg
-from .conf import ConfigurationError
-from .exceptions import BufferUnavailable
+from .exceptions import BufferUnavailable, ConfigurationError
 from .models import DeadLetter as DeadLetterModel
 from .models import FailureReport, Status
 
@@ -103,7 +102,7 @@ def _refs(values: Sequence[str]) -> list[tuple[int, str]]:
     return refs
 
 
-class _RedisPages(admin.ModelAdmin):  # type: ignore[type-arg]
+class _RedisPages(admin.ModelAdmin):
     """Admin pages over Redis: the model is unmanaged, it gives the index entry and the permissions."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -216,14 +216,14 @@ return depth
 # The rules are those of buffer.DeadLetterFilter. Matches are overwritten with the tombstone in place
 # (LSET: no index shifts), then all tombstones go in one LREM; letters left keep their order and replayed
 # events join the queue in dead-letter order. A letter whose header or event does not parse never
-# matches a filter on it (it stays). A header without '"status":N' cannot have status N (a quote inside
-# a JSON string is escaped), so most letters are ruled out without decoding; with no filter at all
-# nothing is decoded and the list is dropped whole.
+# matches a filter on it (it stays). A header without '"status": N' cannot have status N (a quote inside
+# a JSON string is escaped), so most letters are ruled out by a pattern before any decoding; with no
+# filter at all nothing is decoded and the list is dropped whole.
 # Returns the number of events put back.
 REPLAY_MATCHING = """
 local reason, status, email, tomb = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local everything = reason == '' and status == '' and email == ''
-local status_text = (status ~= '' and status ~= 'none') and ('"status":' .. status) or nil
+local status_pattern = (status ~= '' and status ~= 'none') and ('"status"%s*:%s*' .. status) or nil
 local total = redis.call('LLEN', KEYS[1])
 local moved, kept = 0, {}
 for start = 0, total - 1, 1000 do
@@ -233,8 +233,8 @@ for start = 0, total - 1, 1000 do
     local cut = string.find(item, '\\n', 1, true)
     local match = cut ~= nil
     local meta, event
-    if match and status_text then
-      local at = string.find(item, status_text, 1, true)
+    if match and status_pattern then
+      local at = string.find(item, status_pattern)
       match = at ~= nil and at < cut
     end
     if match then

@@ -172,6 +172,9 @@ def test_replay_matching_in_lua_takes_exactly_what_the_page_filter_shows(buffer,
     in order and queues the replayed events in dead-letter order, corrupt entries included."""
     for reason, status, event in LETTERS:
         buffer.redis.rpush(buffer.dead_key, dead_letter_header(reason, status, 1) + b"\n" + event)
+    # a header written with json.dumps' default separators (spaces) matches the same way
+    spaced = json.dumps({"reason": "retries exhausted: 503", "status": 503, "attempts": 1, "time": "t"})
+    buffer.redis.rpush(buffer.dead_key, spaced.encode() + b'\n{"type":"t","email":"spaced@example.com"}')
     expected = [letter.event for letter in buffer.dead_letters() if where.matches(letter)]
     kept = [letter.raw for letter in buffer.dead_letters() if not where.matches(letter)]
     assert buffer.replay_matching(where) == len(expected)
