@@ -165,7 +165,7 @@ class StatusAdmin(_RedisPages):
                 "text": isinstance(value, str),
             }
             for key, value in status.items()
-            if key != "error"
+            if key != "error" and not (key == "outbox" and value is None)  # outbox: shown when it is on
         ]
         context["paused"] = status.get("paused_until")
         return self.page(request, "status.html", context)
