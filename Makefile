@@ -1,13 +1,14 @@
 # make test: a virtualenv in .venv, the package and its test dependencies, lint, the whole suite.
 # make demo: the pipeline end to end against the fake Bento (never a real account).
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
+# make bench-admin: admin page timings with 100,000 dead letters.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install test lint demo bench bench-smoke clean
+.PHONY: install test lint demo bench bench-smoke bench-admin clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -37,6 +38,10 @@ bench: $(BENCH_STAMP)
 
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --smoke
+	$(BIN)/python -m bench.admin_pages --smoke
+
+bench-admin: $(STAMP)
+	$(BIN)/python -m bench.admin_pages
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

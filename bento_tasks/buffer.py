@@ -10,22 +10,28 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
 - ``last_flush``: when the last flush finished (Redis clock, seconds), so ``status`` can tell a missing beat.
+- ``metrics``: hash of cumulative counters for operators (POSTs by status class, retries, splits,
+  events dead-lettered, the POST duration histogram; see ``telemetry``).
+- ``minute:<n>``: per-minute series (events delivered, POSTs, 429/5xx/errors, queue depth), kept a day.
+- ``posts``: the last POSTs (time, events, status, duration), JSON, newest first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 
-from . import scripts
+from . import scripts, telemetry
 from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
 
@@ -52,6 +58,16 @@ class DeadLetter:
     status: int | None
     attempts: int
     time: str
+
+    @property
+    def email(self) -> str | None:
+        """The event's email, if the event is a JSON object with a string email."""
+        try:
+            event = json.loads(self.event)
+        except ValueError:
+            return None
+        email = event.get("email") if isinstance(event, dict) else None
+        return email if isinstance(email, str) else None
 
     def as_dict(self) -> dict[str, Any]:
         try:
@@ -122,6 +138,66 @@ def _parse_dead_letter(raw: bytes) -> DeadLetter:
     return DeadLetter(raw, event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
 
 
+def dead_letter_id(raw: bytes) -> str:
+    """A short stable name for a dead letter as stored (pages and forms name letters by it)."""
+    return hashlib.sha1(raw).hexdigest()[:20]
+
+
+def _tombstone() -> str:
+    # Dead letters start with their JSON header ("{"): this can never be one of them.
+    return f"\x00bento-tombstone:{uuid.uuid4().hex}"
+
+
+def _ascii_lower(text: str) -> str:
+    # Lua's string.lower (REPLAY_MATCHING) folds ASCII only; the Python side must match the same letters.
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters a page shows or a replay takes; empty fields match everything.
+
+    ``reason``: text the reason contains (case-sensitive, as ``bento-tasks dead replay --reason``);
+    ``status``: ``"none"`` (no HTTP status) or a status code; ``email``: text the event's email
+    contains (ASCII case-insensitive). The same rules run in Python (pages) and in Lua (REPLAY_MATCHING).
+    """
+
+    reason: str = ""
+    status: str = ""
+    email: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in ("", "none") and not (self.status.isascii() and self.status.isdigit()):
+            raise ValueError(f"status must be empty, 'none' or an HTTP status code, got {self.status!r}")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.reason or self.status or self.email)
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.reason and self.reason not in letter.reason:
+            return False
+        if self.status == "none" and letter.status is not None:
+            return False
+        if self.status not in ("", "none") and letter.status != int(self.status):
+            return False
+        if self.email:
+            email = letter.email
+            if email is None or _ascii_lower(self.email) not in _ascii_lower(email):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class DeadScan:
+    """A page of dead letters, newest first, found by scanning a bounded window of the list."""
+
+    total: int  # dead letters in Redis when the page was read
+    letters: list[tuple[int, DeadLetter]] = field(default_factory=list)  # (index from the oldest, letter)
+    scanned: int = 0  # entries examined for this page
+    before: int | None = None  # pass as ``before`` for the next (older) page; None: no older entries
+
+
 class Buffer:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
@@ -137,6 +213,9 @@ class Buffer:
         self.paused_key = f"{tag}:paused_until"
         self.reports_key = f"{tag}:reports"
         self.last_flush_key = f"{tag}:last_flush"
+        self.metrics_key = f"{tag}:metrics"
+        self.posts_key = f"{tag}:posts"
+        self._minute_prefix = f"{tag}:minute:"
         self._batch_prefix = f"{tag}:batch:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
@@ -149,6 +228,9 @@ class Buffer:
         self._reject = register(scripts.REJECT)
         self._pause = register(scripts.PAUSE)
         self._replay = register(scripts.REPLAY)
+        self._record_depth = register(scripts.RECORD_DEPTH)
+        self._replay_matching = register(scripts.REPLAY_MATCHING)
+        self._remove_letters = register(scripts.REMOVE_LETTERS)
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
@@ -312,6 +394,194 @@ class Buffer:
         pipe.llen(self.dead_key).delete(self.dead_key)
         count, _ = pipe.execute()
         return count
+
+    def resume(self) -> bool:
+        """End a delivery pause now; True if one was running."""
+        return bool(self.redis.delete(self.paused_key))
+
+    # -- operations: dead letters page by page ------------------------------------------------
+
+    @_reachable
+    def scan_dead(
+        self, where: DeadLetterFilter, before: int | None = None, want: int = 100, max_scan: int = 10_000
+    ) -> DeadScan:
+        """Dead letters matching ``where``, newest first, from index ``before`` (exclusive) down.
+
+        Reads LRANGE windows of at most 1000 entries and stops after ``want`` matches or ``max_scan``
+        entries, so a page costs the same with 100 or 100,000 dead letters; ``DeadScan.before``
+        continues where it stopped.
+        """
+        total = self.redis.llen(self.dead_key)
+        pos = total if before is None else max(0, min(before, total))
+        found: list[tuple[int, DeadLetter]] = []
+        scanned = 0
+        while pos > 0 and scanned < max_scan and len(found) < want:
+            chunk = min(1000, max_scan - scanned)
+            if where.empty:  # every entry matches: read just the page
+                chunk = min(chunk, want - len(found))
+            low = max(0, pos - chunk)
+            raws = self.redis.lrange(self.dead_key, low, pos - 1)
+            next_pos = low
+            for offset in range(len(raws) - 1, -1, -1):
+                scanned += 1
+                letter = _parse_dead_letter(raws[offset])
+                if where.matches(letter):
+                    found.append((low + offset, letter))
+                    if len(found) == want:
+                        next_pos = low + offset
+                        break
+            pos = next_pos
+        return DeadScan(total, found, scanned, pos if pos > 0 else None)
+
+    @_reachable
+    def find_dead_letters(
+        self, refs: Sequence[tuple[int, str]], window: int = 200
+    ) -> list[tuple[int, DeadLetter] | None]:
+        """Each ``(index, dead_letter_id)`` found near its index (replays and purges shift indices), or None.
+
+        Nearby windows are merged, so a page's selection costs one LRANGE of about the page's span.
+        """
+        spans: list[list[int]] = []
+        for index in sorted(index for index, _ in refs):
+            low, high = max(0, index - window), index + window
+            if spans and low <= spans[-1][1] + 1:
+                spans[-1][1] = max(spans[-1][1], high)
+            else:
+                spans.append([low, high])
+        pipe = self.redis.pipeline(transaction=True)  # one snapshot: the spans' indices agree
+        for low, high in spans:
+            pipe.lrange(self.dead_key, low, high)
+        where: dict[str, list[int]] = {}
+        raws: dict[int, bytes] = {}
+        for (low, _), chunk in zip(spans, pipe.execute() if spans else [], strict=True):
+            for offset, raw in enumerate(chunk):
+                raws[low + offset] = raw
+                where.setdefault(dead_letter_id(raw), []).append(low + offset)
+        found: list[tuple[int, DeadLetter] | None] = []
+        for index, letter_id in refs:
+            hits = where.get(letter_id)
+            if not hits:
+                found.append(None)
+                continue
+            nearest = min(hits, key=lambda i: abs(i - index))
+            found.append((nearest, _parse_dead_letter(raws[nearest])))
+        return found
+
+    @_reachable
+    def replay_letters(self, found: Sequence[tuple[int, DeadLetter]]) -> int:
+        """Put these dead letters (with the index each was seen at) back on the queue; returns how many were
+        still there. One pass over the list for the lot, wherever they are."""
+        return self._remove(found, requeue=True)
+
+    @_reachable
+    def purge_letters(self, found: Sequence[tuple[int, DeadLetter]]) -> int:
+        """Delete these dead letters (with the index each was seen at) for good; returns how many were still there."""
+        return self._remove(found, requeue=False)
+
+    def _remove(self, found: Sequence[tuple[int, DeadLetter]], requeue: bool) -> int:
+        removed = 0
+        for start in range(0, len(found), 1000):  # Lua's unpack() takes a few thousand values at most
+            args: list[Any] = [_tombstone(), "1" if requeue else "0"]
+            for index, letter in found[start : start + 1000]:
+                args += [index, letter.raw, letter.event]
+            removed += int(self._remove_letters(keys=[self.dead_key, self.queue_key], args=args))
+        return removed
+
+    @_reachable
+    def replay_matching(self, where: DeadLetterFilter) -> int:
+        """Put every dead letter matching ``where`` back on the queue, in one linear pass; returns how many."""
+        return int(
+            self._replay_matching(
+                keys=[self.dead_key, self.queue_key],
+                args=[where.reason, where.status, _ascii_lower(where.email), _tombstone()],
+            )
+        )
+
+    # -- operations: what the tasks record -------------------------------------------------------
+
+    def record_post(self, sample: telemetry.PostSample, now: float | None = None) -> None:
+        """Count one POST: counters and histogram, this minute's series, the recent POSTs list.
+
+        One MULTI round trip, by the post task after each POST. The minute comes from this host's
+        clock: a few seconds of skew moves a sample to the next minute of a chart, nothing more.
+        """
+        now = time.time() if now is None else now
+        minute_key = self._minute_prefix + str(telemetry.minute_of(now))
+        post = {
+            "time": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+            "events": sample.events,
+            "status": sample.status,
+            "seconds": round(sample.seconds, 4),
+            "delivered": sample.delivered,
+            "failed": sample.failed,
+            "action": sample.action,
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        for name, increment in sample.counter_increments().items():
+            pipe.hincrby(self.metrics_key, name, increment)
+        pipe.hincrbyfloat(self.metrics_key, "duration_sum", sample.seconds)
+        for name, increment in sample.minute_increments().items():
+            pipe.hincrby(minute_key, name, increment)
+        pipe.expire(minute_key, telemetry.SERIES_TTL)
+        pipe.lpush(self.posts_key, json.dumps(post, separators=(",", ":")))
+        pipe.ltrim(self.posts_key, 0, telemetry.RECENT_POSTS - 1)
+        pipe.execute()
+
+    def record_dead_lettered(self, count: int) -> None:
+        """Count events dead-lettered without a POST (invalid before posting)."""
+        self.redis.hincrby(self.metrics_key, "dead_lettered", count)
+
+    def record_depth(self, now: float | None = None) -> int:
+        """Note the queue's length in this minute's series (the minute keeps its largest); returns it."""
+        minute = telemetry.minute_of(time.time() if now is None else now)
+        keys = [self.queue_key, self._minute_prefix + str(minute)]
+        return int(self._record_depth(keys=keys, args=[telemetry.SERIES_TTL]))
+
+    # -- operations: what the admin and the metrics read ---------------------------------------
+
+    @_reachable
+    def counters(self) -> dict[str, float]:
+        """The cumulative operator counters (``telemetry`` names), e.g. ``posts:2xx``, ``retries``."""
+        return {key.decode(): float(value) for key, value in self.redis.hgetall(self.metrics_key).items()}
+
+    @_reachable
+    def series(self, minutes: int = 60, now: float | None = None) -> list[dict[str, Any]]:
+        """The last ``minutes`` minutes, oldest first: delivered, posts, status_429/5xx/error, depth.
+
+        ``depth`` is None for a minute in which no flush ran.
+        """
+        last = telemetry.minute_of(time.time() if now is None else now)
+        pipe = self.redis.pipeline(transaction=False)
+        span = range(last - minutes + 1, last + 1)
+        for minute in span:
+            pipe.hgetall(self._minute_prefix + str(minute))
+        rows = []
+        for minute, values in zip(span, pipe.execute(), strict=True):
+            row: dict[str, Any] = {"minute": minute, "depth": None}
+            for name in ("delivered", "posts", "status_429", "status_5xx", "status_error"):
+                row[name] = int(values.get(name.encode(), 0))
+            if b"depth" in values:
+                row["depth"] = int(values[b"depth"])
+            rows.append(row)
+        return rows
+
+    @_reachable
+    def recent_posts(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The last POSTs, newest first: time, events, status, seconds, delivered, failed, action."""
+        return [json.loads(raw) for raw in self.redis.lrange(self.posts_key, 0, limit - 1)]
+
+    @_reachable
+    def failure_reports_page(self, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """How many failure reports are kept (at most 1000), and ``limit`` of them from ``offset``, newest first."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(self.reports_key).lrange(self.reports_key, offset, offset + limit - 1)
+        total, raws = pipe.execute()
+        return total, [json.loads(raw) for raw in raws]
+
+    @_reachable
+    def overview(self) -> dict[str, Any]:
+        """``status()``, for the admin page; Redis errors become BufferUnavailable."""
+        return self.status()
 
 
 _lock = threading.Lock()

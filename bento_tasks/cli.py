@@ -1,4 +1,7 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters and a local fake Bento.
+"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, metrics, a local fake Bento.
+
+``manage.py bento ...`` runs this same parser and these same functions (see
+``bento_tasks/management/commands/bento.py``), so both print the same and exit the same.
 
 Every failure to reach Redis or to resolve the settings is one line on stderr (and with ``status
 --json`` a JSON object with an ``error`` string) and exit status 2, never a traceback.
@@ -171,6 +174,34 @@ def _fake_bento(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush(args: argparse.Namespace) -> int:
+    # The flush task, run here: it dispatches post_batch through the current Celery app (the project's
+    # under manage.py; otherwise Celery's default app, which takes CELERY_BROKER_URL).
+    from .tasks import flush_events
+
+    counts = flush_events()
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(f"recovered {counts['recovered']} batch(es), dispatched {counts['dispatched']} batch(es)")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    print("delivery resumed" if get_buffer().resume() else "delivery was not paused")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    try:
+        from .prometheus import serve
+    except ImportError:
+        print("bento-tasks: metrics need prometheus-client: pip install 'bento-tasks[prometheus]'", file=sys.stderr)
+        return 2
+    serve(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bento-tasks", description="Inspect the bento-tasks buffer in Redis, or run a local fake Bento."
@@ -203,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=FAKE_BENTO_PORT, help=f"port on 127.0.0.1 (default {FAKE_BENTO_PORT}; 0: any free)"
     )
     fake.set_defaults(run=_fake_bento)
+    flush = commands.add_parser("flush", help="run one flush now (claim and dispatch batches), e.g. after a deploy")
+    flush.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    flush.set_defaults(run=_flush)
+    commands.add_parser("resume", help="end a delivery pause now").set_defaults(run=_resume)
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics over HTTP (needs the prometheus extra)")
+    metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
+    metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    metrics.set_defaults(run=_metrics)
     return parser
 
 

@@ -98,6 +98,9 @@ class Settings:
     #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
     #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
     delivery: str = "redis"
+    #: Bearer token a Prometheus scrape must send to the metrics view and ``bento-tasks metrics``
+    #: ("" : the Django view admits only users with the view permission on the Bento status).
+    metrics_token: str = field(default="", repr=False)
     #: Where these values came from, for status output and messages: "the environment" or
     #: "Django settings (proj.settings)".
     source: str = field(default="the environment", compare=False)
@@ -283,6 +286,9 @@ SPECS: dict[str, _Spec] = {
     "BENTO_CONFIG_ERROR_PAUSE": _Spec("config_error_pause", _seconds, "a number of seconds above 0", 300),
     "BENTO_MASK_EMAILS": _Spec("mask_emails", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", True),
     "BENTO_DELIVERY": _Spec("delivery", _choice(*DELIVERY_MODES), f"one of {', '.join(DELIVERY_MODES)}", "redis"),
+    "BENTO_METRICS_TOKEN": _Spec(
+        "metrics_token", _text, "a text token, sent as 'Authorization: Bearer <token>'", "...", shown=False
+    ),
 }
 
 _KEY_WHAT = {

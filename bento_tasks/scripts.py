@@ -193,3 +193,119 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
+
+# RECORD_DEPTH: note the queue's length in a minute of the operators' series (the flush, once a tick).
+# KEYS[1] queue list, KEYS[2] the minute's series hash
+# ARGV[1] seconds the minute is kept
+# The minute keeps the largest length seen, so a backlog drained within the minute still shows.
+# Returns the queue's length.
+RECORD_DEPTH = """
+local depth = redis.call('LLEN', KEYS[1])
+local seen = tonumber(redis.call('HGET', KEYS[2], 'depth') or '-1')
+if depth > seen then redis.call('HSET', KEYS[2], 'depth', depth) end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
+return depth
+"""
+
+# REPLAY_MATCHING: put every dead letter matching a filter back on the queue, in one linear pass
+# (one LREM per letter would cost a pass per letter: minutes with 100,000 of them).
+# KEYS[1] dead-letter list, KEYS[2] queue list
+# ARGV[1] text the reason must contain ('' any), ARGV[2] status: '' any, 'none' no status, else a code,
+# ARGV[3] text the event's email must contain, lower-case ASCII ('' any),
+# ARGV[4] a tombstone value no dead letter can have (a unique string not starting with '{')
+# The rules are those of buffer.DeadLetterFilter. Matches are overwritten with the tombstone in place
+# (LSET: no index shifts), then all tombstones go in one LREM; letters left keep their order and replayed
+# events join the queue in dead-letter order. A letter whose header or event does not parse never
+# matches a filter on it (it stays). A header without '"status": N' cannot have status N (a quote inside
+# a JSON string is escaped), so most letters are ruled out by a pattern before any decoding; with no
+# filter at all nothing is decoded and the list is dropped whole.
+# Returns the number of events put back.
+REPLAY_MATCHING = """
+local reason, status, email, tomb = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local everything = reason == '' and status == '' and email == ''
+local status_pattern = (status ~= '' and status ~= 'none') and ('"status"%s*:%s*' .. status) or nil
+local total = redis.call('LLEN', KEYS[1])
+local moved, kept = 0, {}
+for start = 0, total - 1, 1000 do
+  local items = redis.call('LRANGE', KEYS[1], start, start + 999)
+  local events = {}
+  for offset, item in ipairs(items) do
+    local cut = string.find(item, '\\n', 1, true)
+    local match = cut ~= nil
+    local meta, event
+    if match and status_pattern then
+      local at = string.find(item, status_pattern)
+      match = at ~= nil and at < cut
+    end
+    if match then
+      event = string.sub(item, cut + 1)
+      if reason ~= '' or status ~= '' then
+        local ok, decoded = pcall(cjson.decode, string.sub(item, 1, cut - 1))
+        match = ok and type(decoded) == 'table'
+        meta = decoded
+      end
+    end
+    if match and reason ~= '' then
+      match = type(meta.reason) == 'string' and string.find(meta.reason, reason, 1, true) ~= nil
+    end
+    if match and status == 'none' then
+      match = meta.status == nil or meta.status == cjson.null
+    elseif match and status ~= '' then
+      match = type(meta.status) == 'number' and meta.status == tonumber(status)
+    end
+    if match and email ~= '' then
+      local ok, decoded = pcall(cjson.decode, event)
+      match = ok and type(decoded) == 'table' and type(decoded.email) == 'string'
+        and string.find(string.lower(decoded.email), email, 1, true) ~= nil
+    end
+    if match then
+      events[#events + 1] = event
+      if not everything then redis.call('LSET', KEYS[1], start + offset - 1, tomb) end
+    elseif everything then
+      kept[#kept + 1] = item
+    end
+  end
+  if #events > 0 then
+    redis.call('RPUSH', KEYS[2], unpack(events))
+    moved = moved + #events
+  end
+end
+if everything and moved > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #kept, 1000 do redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept))) end
+elseif moved == total then
+  redis.call('DEL', KEYS[1])
+elseif moved > 0 then
+  redis.call('LREM', KEYS[1], 0, tomb)
+end
+return moved
+"""
+
+# REMOVE_LETTERS: take chosen dead letters out of the list, and put their events back on the queue
+# (replay) or not (purge).
+# KEYS[1] dead-letter list, KEYS[2] queue list
+# ARGV[1] a tombstone value no dead letter can have, ARGV[2] '1' to queue the events, '0' to drop them,
+# then triples: the index where the letter was seen, the letter as stored, its event part
+# A letter still at its index is overwritten with the tombstone there (LINDEX/LSET, no scan); one that
+# moved is looked up with LPOS. All tombstones then go in one LREM, so a page of letters costs one pass
+# over the list, not one per letter. A letter already gone (replayed or purged by someone else) is skipped.
+# Returns the number of letters removed.
+REMOVE_LETTERS = """
+local tomb, removed, events = ARGV[1], 0, {}
+for i = 3, #ARGV, 3 do
+  local index = tonumber(ARGV[i])
+  if redis.call('LINDEX', KEYS[1], index) ~= ARGV[i + 1] then
+    index = redis.call('LPOS', KEYS[1], ARGV[i + 1])
+  end
+  if index then
+    redis.call('LSET', KEYS[1], index, tomb)
+    removed = removed + 1
+    events[#events + 1] = ARGV[i + 2]
+  end
+end
+if removed > 0 then
+  redis.call('LREM', KEYS[1], 0, tomb)
+  if ARGV[2] == '1' then redis.call('RPUSH', KEYS[2], unpack(events)) end
+end
+return removed
+"""

@@ -23,6 +23,7 @@ from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
 from .exceptions import BrokerUnavailable, InvalidEvent
 from .policy import backoff_delay, countdown, dispatch_room, rate_interval
+from .telemetry import PostSample
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def send_event(
     except InvalidEvent as exc:
         # Only a message built around apply_async gets here; keep it where a human can see it.
         get_buffer().bury_event(json.dumps(event, default=repr).encode(), str(exc))
+        get_buffer().record_dead_lettered(1)
         logger.error("bento_tasks: invalid event for %s dead-lettered: %s", mask_email(email, settings), exc)
         return
     enqueue(raw)
@@ -106,6 +108,7 @@ def flush_events() -> dict[str, int]:
     settings = get_settings()
     buffer = get_buffer()
     counts = {"recovered": 0, "dispatched": 0}
+    buffer.record_depth()  # the admin chart's queue depth, once a tick
     for batch_id in buffer.recover_expired():
         post_batch.delay(batch_id)
         counts["recovered"] += 1
@@ -154,6 +157,7 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
     events, rejected = split_valid(begin.events, settings.max_event_bytes)
     if rejected:
         buffer.reject(batch_id, rejected)
+        buffer.record_dead_lettered(len(rejected))
         logger.warning("bento_tasks: %d invalid event(s) dead-lettered, e.g. %s", len(rejected), rejected[0][1])
         if not events:
             return "rejected"
@@ -161,18 +165,21 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
         time.sleep(begin.wait)
     started = time.monotonic()
     outcome = post_events(settings, events)
+    seconds = time.monotonic() - started
     size = len(events)
     logger.info(
         "bento_tasks: POST batch=%s events=%d status=%s %.0fms results=%d failed=%d",
         batch_id,
         size,
         outcome.status or outcome.detail,
-        (time.monotonic() - started) * 1000,
+        seconds * 1000,
         outcome.accepted,
         outcome.failed,
     )
     verdict = outcome.verdict
+    action, buried = "retry", 0
     if verdict is Verdict.DELIVERED:
+        action = "ack"
         buffer.ack(batch_id, size, outcome.accepted, outcome.failed)
         if outcome.failed:
             logger.warning(
@@ -195,11 +202,14 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
         _later(batch_id, attempt, left)
     elif verdict is Verdict.SPLIT:
         if size == 1:
-            buffer.bury(batch_id, f"Bento refused the event: {outcome.detail}", outcome.status, attempt + 1)
+            action = "bury"
+            buried = buffer.bury(batch_id, f"Bento refused the event: {outcome.detail}", outcome.status, attempt + 1)
         else:
+            action = "split"
             for half in buffer.split(batch_id) or ():
                 post_batch.delay(half)
     elif attempt >= settings.max_retries:
+        action = "bury"
         buried = buffer.bury(batch_id, f"retries exhausted: {outcome.detail}", outcome.status, attempt + 1)
         logger.error("bento_tasks: batch %s dead-lettered after %d attempts (%d events)", batch_id, attempt + 1, buried)
     else:
@@ -207,4 +217,6 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
             # Bento said when to come back: hold every worker, not just this batch.
             buffer.pause(outcome.retry_after)
         _later(batch_id, attempt + 1, backoff_delay(settings, attempt, outcome.retry_after))
+    delivered = outcome.accepted if verdict is Verdict.DELIVERED else 0
+    buffer.record_post(PostSample(outcome.status, size, delivered, outcome.failed, seconds, action, buried))
     return verdict.value

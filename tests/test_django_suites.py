@@ -17,7 +17,7 @@ from conftest import ROOT
 def run_pytest(cwd, *args: str) -> None:
     # Settings come from each suite's Django settings module, never from this process's environment.
     leaks = ("BENTO_", "DJANGO_", "CELERY_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(leaks) or k == "BENTO_TESTS_REQUIRE_REDIS"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaks) or k.startswith("BENTO_TESTS_")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=cwd,
@@ -34,6 +34,22 @@ def run_pytest(cwd, *args: str) -> None:
 def test_django_integration_suite_passes():
     """tests/test_django_app.py (checks, settings from Django, on-commit sends) passes under pytest-django."""
     run_pytest(ROOT, "--ds=tests.django_settings", "tests/test_django_app.py")
+
+
+def test_django_admin_suite_passes():
+    """tests/test_django_admin.py (admin pages and permissions, the metrics view, manage.py bento) passes."""
+    run_pytest(ROOT, "--ds=tests.django_admin_settings", "tests/test_django_admin.py")
+
+
+@pytest.mark.slow
+def test_django_browser_suite_passes():
+    """tests/test_django_browser.py (the admin in headless Chromium, a live worker delivering a replay) passes."""
+    browser = all(os.path.exists(path) for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"))
+    if not browser and os.environ.get("BENTO_TESTS_REQUIRE_BROWSER") != "1":
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (CI installs them and sets BENTO_TESTS_REQUIRE_BROWSER=1)"
+        )
+    run_pytest(ROOT, "--ds=tests.django_admin_settings", "tests/test_django_browser.py")
 
 
 @pytest.mark.slow
