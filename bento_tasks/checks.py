@@ -14,7 +14,8 @@ from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf
-from .exceptions import ConfigurationError
+from .buffer import Buffer
+from .exceptions import BufferUnavailable, ConfigurationError
 from .policy import dispatch_room
 from .schedule import FLUSH_ENTRY, FLUSH_TASK
 
@@ -35,7 +36,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     except ConfigurationError as exc:
         hint = "Correct or remove that setting; the bento-tasks README lists every setting with its default."
         return [Error(str(exc), hint=hint, id="bento_tasks.E003")]
-    return _beat(settings)
+    return [*_beat(settings), *_redis_memory(settings)]
 
 
 def _missing() -> list[CheckMessage]:
@@ -114,6 +115,27 @@ def _beat(settings: conf.Settings) -> list[CheckMessage]:
             hint=f'Give the beat entry "schedule": {settings.flush_interval:g} (or use '
             f"bento_tasks.add_flush_schedule(app)), or set BENTO_FLUSH_INTERVAL = {period:g} to match the schedule.",
             id="bento_tasks.W003",
+        )
+    ]
+
+
+def _redis_memory(settings: conf.Settings) -> list[CheckMessage]:
+    # An unreachable Redis is not reported here (`bento-tasks status` does), so that `manage.py migrate`
+    # works without one; nor is a Redis that refuses CONFIG (managed services often do).
+    try:
+        policy = Buffer(settings).memory_policy()
+    except BufferUnavailable:
+        return []
+    if policy in (None, "noeviction"):
+        return []
+    return [
+        Error(
+            f"The Redis at BENTO_REDIS_URL has maxmemory-policy {policy}: when it is full it deletes keys, and "
+            "bento_tasks' queued events with them, without a trace.",
+            hint="Set maxmemory-policy noeviction on that Redis (redis.conf: `maxmemory-policy noeviction`, or "
+            "`redis-cli CONFIG SET maxmemory-policy noeviction`); a full Redis then refuses new events "
+            "(track() raises BufferUnavailable) instead of losing queued ones.",
+            id="bento_tasks.E004",
         )
     ]
 

@@ -1,4 +1,4 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status and dead letters."""
+"""``bento-tasks`` / ``python -m bento_tasks``: status, resume and dead letters."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def _status(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"bento-tasks: unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    was_paused, waiting = get_buffer().resume()
+    print("pause ended" if was_paused else "delivery was not paused")
+    print(f"{waiting} waiting batch(es) go at the next flush")
+    return 0
 
 
 def _dead_list(args: argparse.Namespace) -> int:
@@ -91,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-age", type=float, default=300.0, help="with --check: oldest queued event allowed, seconds (300)"
     )
     status.set_defaults(run=_status)
+    resume = commands.add_parser(
+        "resume", help="end a delivery pause (e.g. after fixing the keys) and send every waiting batch now"
+    )
+    resume.set_defaults(run=_resume)
     dead = commands.add_parser("dead", help="list, replay or purge dead letters").add_subparsers(
         dest="action", required=True
     )

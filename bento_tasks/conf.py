@@ -45,15 +45,24 @@ class Settings:
     rate_limit: int = 100
     #: Retries after the first attempt before a batch is dead-lettered.
     max_retries: int = 40
+    #: Failed attempts while Bento accepted other batches before a batch is cut in two (a single event:
+    #: dead-lettered), so one event Bento cannot take does not sink its neighbours.
+    isolate_after: int = 3
+    #: Attempts sent without an answer (Bento may have recorded them) before a batch stops being re-sent
+    #: whole; bounds the copies a lost answer can make (see the README's Delivery guarantee).
+    max_unanswered: int = 3
+    #: Attempts whose worker died while posting before the batch is cut into pieces (a single event:
+    #: dead-lettered), so an event that kills workers does not loop.
+    max_worker_deaths: int = 3
     #: First retry delay in seconds; doubles each retry, jittered between half and the full step.
     retry_backoff: float = 2.0
     #: Cap of one retry delay in seconds; stays far below the broker's one-hour visibility_timeout.
     retry_backoff_max: float = 300.0
-    #: Read timeout of a POST, seconds.
+    #: Read timeout of a POST, seconds; the whole POST must also end within connect + read timeout.
     timeout: float = 30.0
     #: Connect timeout of a POST, seconds.
     connect_timeout: float = 5.0
-    #: Seconds added to the request timeouts to make a batch's lease (see ``lease_seconds``).
+    #: Seconds added to the POST's deadline to make a batch's lease (see ``lease_seconds``).
     lease_margin: float = 30.0
     #: Seconds delivery pauses after a 401/403/404 (a configuration fault) before trying again.
     config_error_pause: float = 300.0
@@ -64,13 +73,19 @@ class Settings:
     delivery: str = "redis"
 
     @property
+    def post_deadline(self) -> float:
+        """Wall-clock limit of one POST, seconds: connect, send and the whole answer, however slowly it comes."""
+        return self.connect_timeout + self.timeout
+
+    @property
     def lease_seconds(self) -> float:
         """How long an in-flight batch is left alone before a flush assumes its worker died.
 
-        It follows the request timeout (plus a margin for the task's own work), not the broker's
-        visibility_timeout, so a killed worker's batch is re-sent within about a minute.
+        It follows the POST's deadline (plus a margin for the task's own work), not the broker's
+        visibility_timeout, so a killed worker's batch is re-sent within about a minute, and a live
+        worker, whose POST is cut off at the deadline, never has its batch recovered under it.
         """
-        return self.connect_timeout + self.timeout + self.lease_margin
+        return self.post_deadline + self.lease_margin
 
     @property
     def events_url(self) -> str:
@@ -90,6 +105,9 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_MAX_EVENT_BYTES": ("max_event_bytes", int),
     "BENTO_RATE_LIMIT": ("rate_limit", int),
     "BENTO_MAX_RETRIES": ("max_retries", int),
+    "BENTO_ISOLATE_AFTER": ("isolate_after", int),
+    "BENTO_MAX_UNANSWERED": ("max_unanswered", int),
+    "BENTO_MAX_WORKER_DEATHS": ("max_worker_deaths", int),
     "BENTO_RETRY_BACKOFF": ("retry_backoff", float),
     "BENTO_RETRY_BACKOFF_MAX": ("retry_backoff_max", float),
     "BENTO_TIMEOUT": ("timeout", float),
@@ -173,6 +191,14 @@ def _check(s: Settings) -> None:
             raise ConfigurationError(f"{name} must be greater than 0, got {value}")
     if s.rate_limit < 0 or s.max_retries < 0:
         raise ConfigurationError("BENTO_RATE_LIMIT and BENTO_MAX_RETRIES must be 0 or more")
+    at_least_one = {
+        "BENTO_ISOLATE_AFTER": s.isolate_after,
+        "BENTO_MAX_UNANSWERED": s.max_unanswered,
+        "BENTO_MAX_WORKER_DEATHS": s.max_worker_deaths,
+    }
+    for name, count in at_least_one.items():
+        if count < 1:
+            raise ConfigurationError(f"{name} must be 1 or more, got {count}")
     if s.delivery not in DELIVERY_MODES:
         raise ConfigurationError(f"BENTO_DELIVERY must be one of {', '.join(DELIVERY_MODES)}, got {s.delivery!r}")
     if s.max_event_bytes > s.batch_max_bytes:
