@@ -333,8 +333,8 @@ class Buffer:
             return Done(bool(owned))
         if action.kind is Kind.RETRY:
             keys = [*self._fenced(batch_id), self.deferred_key, self.paused_key, self.stats_key]
-            args = [*fence, action.delay, action.pause, horizon(s), s.lease_seconds, _fields(action.record), counts]
-            reply = self._retry(keys=keys, args=args)
+            retry: list[str | float] = [*fence, action.delay, action.pause, horizon(s), s.lease_seconds]
+            reply = self._retry(keys=keys, args=[*retry, _fields(action.record), counts])
             if not reply[0]:
                 return Done(False)
             wait = float(reply[2])
@@ -350,8 +350,9 @@ class Buffer:
             keys = [*self._fenced(batch_id), self.stats_key]
             for piece in ids:
                 keys += [self.batch_key(piece), self.meta_key(piece)]
-            args = [*fence, action.piece, s.lease_seconds, _fields(action.record, inherited_only=True), counts, *ids]
-            pieces = int(self._split(keys=keys, args=args))
+            split: list[str | float] = [*fence, action.piece, s.lease_seconds]
+            inherited = _fields(action.record, inherited_only=True)
+            pieces = int(self._split(keys=keys, args=[*split, inherited, counts, *ids]))
             return Done(bool(pieces), dispatch=tuple((piece, 0.0) for piece in ids[:pieces]))
         header = dead_letter_header(action.reason, action.record.last_status, action.record.attempts)
         keys = [*self._fenced(batch_id), self.dead_key, self.refusals_key, self.stats_key]

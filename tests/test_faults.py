@@ -216,6 +216,7 @@ def test_row_1_duplicated_messages_in_two_workers_post_each_batch_once(
     start_worker("a", beat=False)
     start_worker("b", beat=False)
     wait_until(lambda: drained(buffer), 40, message="every batch to be acknowledged")
+    print(f"\nrow 1: {len(fake.requests)} POSTs for 10 messages, delivered {buffer.status()['delivered']}")
     assert delivered(fake) == Counter(emails)
     assert len(fake.requests) == 5 and buffer.status()["delivered"] == 5000
 
@@ -229,6 +230,7 @@ def test_row_2a_an_answer_trickling_past_the_lease_is_cut_at_the_deadline(short_
     start_worker()
     wait_until(lambda: drained(buffer), 30, message="the batch to be acknowledged")
     status = buffer.status()
+    print(f"\nrow 2a: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, delivered {status['delivered']}")
     assert len(fake.requests) == 2 and Counter(delivered(fake).values()) == {2: 500}
     assert set(delivered(fake)) == emails
     assert (status["delivered"], status["unanswered"], status["worker_deaths"]) == (500, 1, 0)
@@ -242,6 +244,7 @@ def test_row_2b_a_bento_slow_on_every_answer_gets_a_bounded_number_of_copies(sho
     start_worker()
     wait_until(lambda: buffer.status()["dead"] == 500, 40, message="the batch to be dead-lettered")
     status = buffer.status()
+    print(f"\nrow 2b: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {status['dead']} dead")
     assert len(fake.requests) == 3 and len(fake.events) == 1500
     assert (status["delivered"], status["unanswered"], status["worker_deaths"], status["in_flight"]) == (0, 3, 0, 0)
     assert all(letter.reason.startswith("unanswered") for letter in buffer.dead_letters())
@@ -263,10 +266,14 @@ def _pool_child_posting(worker, port: int) -> int:
 
 
 def _check_killer_isolated(buffer, fake, emails) -> None:
+    counts = delivered(fake)
+    print(
+        f"\nrow 3: {len(fake.requests)} POSTs, {len(_poison_posts(fake))} holding the killer, "
+        f"{sum(counts.values()) - len(counts)} duplicates, {buffer.status()['dead']} dead letter(s)"
+    )
     [letter] = buffer.dead_letters()
     # 3 deaths whole, 1 as a piece, 1 alone: the count follows the event through the cuts
     assert POISON in letter.event.decode() and "worker died while posting this event 5 times" in letter.reason
-    counts = delivered(fake)
     assert set(counts) == emails  # the killer too: Bento recorded its batch each time before the kill
     assert max(counts.values()) <= copy_bound(conf.get_settings())
     # 16 events: 3 deaths whole, then pieces of 4 (ceil(sqrt(16))): 1 death, then singles: 1 death

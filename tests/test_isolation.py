@@ -76,8 +76,11 @@ def test_one_event_bento_answers_500_for_ends_alone_in_the_dead_letters(monkeypa
     delivered = Counter(event["email"] for event in fake.events)
     assert all(delivered[f"user{i}@example.com"] == 1 for i in range(1000) if i != 537)
     with_poison = [r for r in fake.requests if POISON in r.body.decode()]
-    # 100 -> 50 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: eight batches, BENTO_ISOLATE_AFTER (3) failures each at most
-    assert len(with_poison) <= 8 * 3
+    print(f"\nrow 4: {len(fake.requests)} POSTs, {len(with_poison)} holding the poison, 1 dead letter")
+    # 100 -> 50 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: eight batches, each cut after BENTO_ISOLATE_AFTER (3) failures
+    # once Bento accepted a batch claimed no earlier; its first failure may come before that (its sibling
+    # is posted after it): at most one more each. The old way: 41 POSTs, the neighbours dead-lettered too.
+    assert len(with_poison) <= 8 * (3 + 1)
 
 
 def test_an_outage_splits_and_dead_letters_nothing(monkeypatch, buffer, dispatches, fake):
@@ -105,6 +108,7 @@ def test_bento_recording_every_batch_and_hanging_up_makes_a_bounded_number_of_co
     fake.hang_up(None)
     queue_events(500)
     drive(dispatches, lambda: buffer.status()["dead"] == 500)
+    print(f"\nrow 5: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {buffer.status()['dead']} dead")
     assert len(fake.requests) == 3 and len(fake.events) == 1500  # 3 copies, the README's bound without evidence
     status = buffer.status()
     assert (status["unanswered"], status["delivered"], status["in_flight"], status["worker_deaths"]) == (3, 0, 0, 0)
