@@ -25,7 +25,7 @@ from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = Path(tempfile.mkdtemp(prefix="bento-bench-"))
 # The buffer's keys under the default BENTO_REDIS_PREFIX (see bento_tasks/buffer.py).
-QUEUE_KEY, INFLIGHT_KEY = "{bento}:queue", "{bento}:inflight"
+QUEUE_KEY, INFLIGHT_KEY, DEFERRED_KEY = "{bento}:queue", "{bento}:inflight", "{bento}:deferred"
 
 # Backlog events happened a microsecond apart, dated as track() dates them.
 _EPOCH = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
@@ -122,7 +122,7 @@ class Stack:
 
     def settled(self) -> bool:
         """Nothing queued or in flight: every batch was acknowledged, so no late duplicate can follow."""
-        return self.redis.llen(QUEUE_KEY) == 0 and self.redis.zcard(INFLIGHT_KEY) == 0
+        return not (self.redis.llen(QUEUE_KEY) or self.redis.zcard(INFLIGHT_KEY) or self.redis.zcard(DEFERRED_KEY))
 
     def close(self) -> None:
         self.fake.stop()

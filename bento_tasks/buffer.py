@@ -4,10 +4,15 @@ Layout, all under one ``{prefix}`` hash tag:
 
 - ``queue``: list of events as compact JSON, oldest first.
 - ``batch:<id>``: a claimed batch, list of events exactly as they were queued.
-- ``inflight``: sorted set of batch ids scored by their lease deadline (Redis clock).
+- ``meta:<id>``: hash beside it: the owning attempt's token and the attempt record (``policy.Record``).
+- ``inflight``: sorted set of dispatched batch ids scored by their lease deadline (Redis clock).
+- ``deferred``: sorted set of batch ids waiting out a backoff, pause or rate-limit wait, scored by
+  when they may go; the flush dispatches them when due.
 - ``dead``: list of dead letters, each ``<JSON header>\\n<event as queued>``.
-- ``stats``: hash of counters (delivered, failed, batches).
+- ``stats``: hash of counters (delivered, failed, batches, unanswered, worker_deaths) and
+  ``accepted_at``, when Bento last accepted a batch.
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
+- ``refusals``: the current run of single events Bento refused with the same answer.
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
 - ``last_flush``: when the last flush finished (Redis clock, seconds), so ``status`` can tell a missing beat.
 - ``metrics``: hash of cumulative counters for operators (POSTs by status class, retries, splits,
@@ -25,8 +30,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
@@ -34,9 +39,18 @@ import redis
 from . import scripts, telemetry
 from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
+from .policy import Action, Health, Kind, Record, horizon
+
+# Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds.
+REPLAY_WINDOW = 2000
 
 
 def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_token() -> str:
+    """An attempt's fencing token."""
     return uuid.uuid4().hex
 
 
@@ -44,15 +58,35 @@ def new_batch_id() -> str:
 class Begin:
     """What BEGIN decided for a batch about to be posted."""
 
-    stale: bool = False  # handed over to another task: do nothing
-    reserved: bool = False  # a rate-limit slot is ours: POST `events` after `wait`
-    wait: float = 0.0  # seconds until the POST may go (or until it is worth asking again)
+    state: str  # "go": the token owns it; "soon": re-dispatch after `wait`; "deferred"; "busy"; "stale"
+    wait: float = 0.0  # go: seconds to sleep before the POST; soon/deferred: until it may go; busy: lease left
     events: tuple[bytes, ...] = ()
+    record: Record | None = None
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A dispatched batch whose lease ran out: its message was lost, or its owner died (``owner`` set)."""
+
+    batch_id: str
+    owner: str
+    record: Record
+
+
+@dataclass(frozen=True)
+class Done:
+    """What executing an action did: ``dispatch`` lists the batches (with countdowns) to send now."""
+
+    owned: bool
+    dispatch: tuple[tuple[str, float], ...] = ()
+    wait: float = 0.0  # RETRY: seconds until the batch goes again
+    pause_started: bool = False  # RETRY with a pause: no pause was running before
+    pause_left: float = 0.0
+    buried: int = 0
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    raw: bytes  # as stored in Redis, the key for replay
     event: bytes  # the event exactly as it was queued
     reason: str
     status: int | None
@@ -135,7 +169,42 @@ def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0
 def _parse_dead_letter(raw: bytes) -> DeadLetter:
     header, _, event = raw.partition(b"\n")
     meta = json.loads(header)
-    return DeadLetter(raw, event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
+    return DeadLetter(event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
+
+
+def _record(size: int, fields: dict[str, str]) -> Record:
+    """The attempt record from its meta hash fields (missing ones take their defaults)."""
+
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if value else None
+
+    status = fields.get("last_status")
+    return Record(
+        size=size,
+        created=number("created") or 0.0,
+        attempts=int(fields.get("attempts", 0)),
+        isolated=int(fields.get("isolated", 0)),
+        unanswered=int(fields.get("unanswered", 0)),
+        deaths=int(fields.get("deaths", 0)),
+        failed_at=number("failed_at"),
+        first_failure=number("first_failure"),
+        last_status=int(status) if status else None,
+        last_detail=fields.get("last_detail", ""),
+    )
+
+
+def _fields(record: Record, inherited_only: bool = False) -> str:
+    """The record as the JSON object of strings the scripts store (``size`` is the batch's length)."""
+    values = asdict(record)
+    del values["size"]
+    if inherited_only:  # a piece starts its own attempts, and its own evidence, from scratch
+        values = {k: values[k] for k in ("unanswered", "deaths", "first_failure")}
+    return json.dumps({k: f"{v:.6f}" if isinstance(v, float) else str(v) for k, v in values.items() if v is not None})
+
+
+def _decode(pairs: Sequence[bytes]) -> dict[str, str]:
+    return {pairs[i].decode(): pairs[i + 1].decode("utf-8", "replace") for i in range(0, len(pairs), 2)}
 
 
 def dead_letter_id(raw: bytes) -> str:
@@ -207,6 +276,7 @@ class Buffer:
         tag = "{" + settings.redis_prefix + "}"
         self.queue_key = f"{tag}:queue"
         self.inflight_key = f"{tag}:inflight"
+        self.deferred_key = f"{tag}:deferred"
         self.dead_key = f"{tag}:dead"
         self.stats_key = f"{tag}:stats"
         self.limiter_key = f"{tag}:limiter"
@@ -216,17 +286,20 @@ class Buffer:
         self.metrics_key = f"{tag}:metrics"
         self.posts_key = f"{tag}:posts"
         self._minute_prefix = f"{tag}:minute:"
+        self.refusals_key = f"{tag}:refusals"
         self._batch_prefix = f"{tag}:batch:"
+        self._meta_prefix = f"{tag}:meta:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
         self._claim = register(scripts.CLAIM)
         self._begin = register(scripts.BEGIN)
         self._ack = register(scripts.ACK)
-        self._handoff = register(scripts.HANDOFF)
+        self._retry = register(scripts.RETRY)
         self._split = register(scripts.SPLIT)
         self._bury = register(scripts.BURY)
         self._reject = register(scripts.REJECT)
-        self._pause = register(scripts.PAUSE)
+        self._release = register(scripts.RELEASE)
+        self._resume = register(scripts.RESUME)
         self._replay = register(scripts.REPLAY)
         self._record_depth = register(scripts.RECORD_DEPTH)
         self._replay_matching = register(scripts.REPLAY_MATCHING)
@@ -234,6 +307,12 @@ class Buffer:
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
+
+    def meta_key(self, batch_id: str) -> str:
+        return self._meta_prefix + batch_id
+
+    def _fenced(self, batch_id: str) -> list[str]:
+        return [self.inflight_key, self.batch_key(batch_id), self.meta_key(batch_id)]
 
     # -- producers -------------------------------------------------------------------------
 
@@ -258,32 +337,39 @@ class Buffer:
         batch_id = new_batch_id()
         s = self.settings
         count = self._claim(
-            keys=[self.queue_key, self.inflight_key, self.batch_key(batch_id)],
+            keys=[self.queue_key, self.inflight_key, self.batch_key(batch_id), self.meta_key(batch_id)],
             args=[s.batch_size, s.batch_max_bytes, s.lease_seconds, batch_id, int(full_only)],
         )
         return (batch_id, count) if count else None
 
-    def reject(self, batch_id: str, rejected: list[tuple[bytes, str]]) -> int:
-        """Move invalid events of a batch about to be posted to the dead letters; return how many stay."""
-        args: list[Any] = [batch_id]
-        for event, reason in rejected:
-            args += [event, dead_letter_header(reason)]
-        return self._reject(keys=[self.inflight_key, self.batch_key(batch_id), self.dead_key], args=args)
+    def expired(self, limit: int = 1000) -> list[Expired]:
+        """Dispatched batches whose lease ran out, with their owner (if an attempt had taken them) and record."""
+        ids = [b.decode() for b in self.redis.zrangebyscore(self.inflight_key, "-inf", self.now(), start=0, num=limit)]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hgetall(self.meta_key(batch_id)).llen(self.batch_key(batch_id))
+        replies = pipe.execute()
+        found = []
+        for batch_id, meta, size in zip(ids, replies[::2], replies[1::2], strict=True):
+            fields = {k.decode(): v.decode("utf-8", "replace") for k, v in meta.items()}
+            found.append(Expired(batch_id, fields.pop("owner", ""), _record(size, fields)))
+        return found
 
-    def recover_expired(self) -> Iterator[str]:
-        """Hand over batches whose lease ran out (their worker died); yield their new ids."""
-        now = self.now()
-        for old in self.redis.zrangebyscore(self.inflight_key, "-inf", now, start=0, num=1000):
-            new = self.handoff(old.decode(), self.settings.lease_seconds, only_if_expired=True)
-            if new:
-                yield new
+    def release_deferred(self, limit: int) -> list[tuple[str, float]]:
+        """Move deferred batches due before the next flush back in flight; return (id, countdown) for each."""
+        if limit <= 0:
+            return []
+        s = self.settings
+        reply = self._release(keys=[self.deferred_key, self.inflight_key], args=[horizon(s), s.lease_seconds, limit])
+        return [(reply[i].decode(), float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
-    def inflight_batches(self) -> int:
-        return self.redis.zcard(self.inflight_key)
-
-    def busy_batches(self) -> int:
-        """Batches in flight that may be posted within one lease; those waiting out a backoff do not count."""
-        return self.redis.zcount(self.inflight_key, "-inf", self.now() + self.settings.lease_seconds + 1)
+    def batch_counts(self) -> tuple[int, int]:
+        """(dispatched, deferred) batches."""
+        pipe = self.redis.pipeline(transaction=False)
+        dispatched, deferred = pipe.zcard(self.inflight_key).zcard(self.deferred_key).execute()
+        return dispatched, deferred
 
     def mark_flushed(self) -> None:
         """Record that a flush ran, on Redis's clock (``status`` compares it with the same clock)."""
@@ -295,54 +381,127 @@ class Buffer:
 
     # -- the post task -----------------------------------------------------------------------
 
-    def begin(self, batch_id: str, interval: float, max_sleep: float) -> Begin:
-        reply = self._begin(
-            keys=[self.inflight_key, self.batch_key(batch_id), self.limiter_key, self.paused_key],
-            args=[batch_id, self.settings.lease_seconds, interval, max_sleep],
-        )
-        if reply[0] == -1:
-            return Begin(stale=True)
+    def begin(self, batch_id: str, token: str, interval: float, max_sleep: float) -> Begin:
+        """Let the attempt ``token`` take the batch, or say why not (see scripts.BEGIN)."""
+        s = self.settings
+        keys = [*self._fenced(batch_id), self.deferred_key, self.limiter_key, self.paused_key]
+        reply = self._begin(keys=keys, args=[batch_id, token, s.lease_seconds, interval, max_sleep, horizon(s)])
+        code = reply[0]
+        if code == -1:
+            return Begin("stale")
         wait = max(0.0, float(reply[1]))
-        if reply[0] == 1:
-            return Begin(reserved=True, wait=wait, events=tuple(reply[2]))
-        return Begin(wait=wait)
+        if code == -2:
+            return Begin("busy", wait)
+        if code == 0:
+            return Begin("soon", wait)
+        if code == 2:
+            return Begin("deferred", wait)
+        fields = _decode(reply[3])
+        fields.pop("owner")
+        return Begin("go", wait, tuple(reply[2]), _record(len(reply[2]), fields))
 
-    def ack(self, batch_id: str, size: int, accepted: int, failed: int) -> bool:
-        keys = [self.inflight_key, self.batch_key(batch_id), self.stats_key, self.reports_key]
-        report = json.dumps({"time": _utc_now(), "batch_size": size, "results": accepted, "failed": failed})
-        return bool(self._ack(keys=keys, args=[batch_id, accepted, failed, report]))
+    def reject(self, batch_id: str, token: str, rejected: list[tuple[bytes, str]]) -> int:
+        """Move invalid events of a batch about to be posted to the dead letters; return how many stay."""
+        args: list[Any] = [batch_id, token, "0"]
+        for event, reason in rejected:
+            args += [event, dead_letter_header(reason)]
+        return int(self._reject(keys=[*self._fenced(batch_id), self.dead_key], args=args))
 
-    def handoff(self, batch_id: str, lease: float, only_if_expired: bool = False) -> str | None:
-        new = new_batch_id()
-        keys = [self.inflight_key, self.batch_key(batch_id), self.batch_key(new)]
-        done = self._handoff(keys=keys, args=[batch_id, new, lease, "1" if only_if_expired else "0"])
-        return new if done else None
+    def health(self) -> Health:
+        """When Bento last accepted a batch, and the current run of identical refusals."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time().hget(self.stats_key, "accepted_at").hmget(self.refusals_key, "answer", "count")
+        (seconds, micros), accepted_at, (answer, count) = pipe.execute()
+        return Health(
+            now=seconds + micros / 1_000_000,
+            accepted_at=float(accepted_at) if accepted_at else None,
+            refusal=answer.decode("utf-8", "replace") if answer else None,
+            refusals=int(count or 0),
+        )
 
-    def split(self, batch_id: str) -> tuple[str, str] | None:
-        left, right = new_batch_id(), new_batch_id()
-        keys = [self.inflight_key, self.batch_key(batch_id), self.batch_key(left), self.batch_key(right)]
-        done = self._split(keys=keys, args=[batch_id, left, right, self.settings.lease_seconds])
-        return (left, right) if done else None
+    def execute(
+        self, batch_id: str, token: str, action: Action, recovering: bool = False, report: dict[str, int] | None = None
+    ) -> Done:
+        """Carry out ``action`` in one script, if the attempt ``token`` still owns the batch.
 
-    def bury(self, batch_id: str, reason: str, status: int | None, attempts: int) -> int:
-        keys = [self.inflight_key, self.batch_key(batch_id), self.dead_key]
-        return self._bury(keys=keys, args=[batch_id, dead_letter_header(reason, status, attempts)])
+        ``recovering``: a flush acts for an attempt whose lease ran out (its token, or '' when no attempt
+        had taken the batch). ``report``: for ACK, Bento's answer (size, results, failed).
+        """
+        try:
+            return self._execute(batch_id, token, action, recovering, report)
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError) as exc:
+            # Safe to call again: a step that did run left the batch no longer owned by this token.
+            raise BufferUnavailable(f"could not record the outcome in Redis: {exc}") from exc
 
-    def pause(self, seconds: float) -> tuple[bool, float]:
-        """Pause every worker's POSTs; returns (this call started the pause, seconds left)."""
-        started, left = self._pause(keys=[self.paused_key], args=[seconds])
-        return bool(started), float(left)
+    def _execute(
+        self, batch_id: str, token: str, action: Action, recovering: bool, report: dict[str, int] | None
+    ) -> Done:
+        s = self.settings
+        fence = [batch_id, token, "1" if recovering else "0"]
+        counts = json.dumps(
+            {k: v for k, v in (("unanswered", action.unanswered), ("worker_deaths", action.deaths)) if v}
+        )
+        if action.kind is Kind.ACK:
+            answer = report or {"batch_size": 0, "results": 0, "failed": 0}
+            note = json.dumps({"time": _utc_now(), **answer})
+            keys = [*self._fenced(batch_id), self.stats_key, self.reports_key, self.refusals_key]
+            owned = self._ack(keys=keys, args=[*fence, answer["results"], answer["failed"], note])
+            return Done(bool(owned))
+        if action.kind is Kind.RETRY:
+            keys = [*self._fenced(batch_id), self.deferred_key, self.paused_key, self.stats_key]
+            retry: list[str | float] = [*fence, action.delay, action.pause, horizon(s), s.lease_seconds]
+            reply = self._retry(keys=keys, args=[*retry, _fields(action.record), counts])
+            if not reply[0]:
+                return Done(False)
+            wait = float(reply[2])
+            return Done(
+                True,
+                dispatch=((batch_id, wait),) if reply[1] else (),
+                wait=wait,
+                pause_started=bool(reply[3]),
+                pause_left=float(reply[4]),
+            )
+        if action.kind is Kind.SPLIT:
+            ids = [new_batch_id() for _ in range(-(-action.record.size // action.piece))]
+            keys = [*self._fenced(batch_id), self.stats_key]
+            for piece in ids:
+                keys += [self.batch_key(piece), self.meta_key(piece)]
+            split: list[str | float] = [*fence, action.piece, s.lease_seconds]
+            inherited = _fields(action.record, inherited_only=True)
+            pieces = int(self._split(keys=keys, args=[*split, inherited, counts, *ids]))
+            return Done(bool(pieces), dispatch=tuple((piece, 0.0) for piece in ids[:pieces]))
+        header = dead_letter_header(action.reason, action.record.last_status, action.record.attempts)
+        keys = [*self._fenced(batch_id), self.dead_key, self.refusals_key, self.stats_key]
+        buried = int(self._bury(keys=keys, args=[*fence, header, action.refusal or "", counts]))
+        return Done(bool(buried), buried=buried)
 
-    # -- status and dead letters -------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------------
+
+    def resume(self) -> tuple[bool, int]:
+        """End a pause and make every deferred batch due now; returns (a pause was running, batches waiting)."""
+        paused, waiting = self._resume(keys=[self.paused_key, self.deferred_key])
+        return bool(paused), int(waiting)
+
+    def memory_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None where the server refuses CONFIG (managed Redis often does)."""
+        try:
+            reply = self.redis.config_get("maxmemory-policy")
+        except redis.ResponseError:
+            return None
+        except redis.RedisError as exc:
+            raise BufferUnavailable(f"could not reach Redis: {exc}") from exc
+        value = reply.get("maxmemory-policy")
+        return value.decode() if isinstance(value, bytes) else value
 
     @_reachable
     def status(self) -> dict[str, Any]:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(self.queue_key).zrange(self.inflight_key, 0, -1).llen(self.dead_key)
-        pipe.hgetall(self.stats_key).get(self.paused_key).time().lindex(self.queue_key, 0).llen(self.reports_key)
-        pipe.get(self.last_flush_key)
-        queued, batch_ids, dead, stats, paused, (secs, micros), oldest, reports, flushed = pipe.execute()
+        pipe.llen(self.queue_key).zrange(self.inflight_key, 0, -1).zrange(self.deferred_key, 0, -1)
+        pipe.llen(self.dead_key).hgetall(self.stats_key).get(self.paused_key).time()
+        pipe.lindex(self.queue_key, 0).llen(self.reports_key).get(self.last_flush_key)
+        queued, dispatched, deferred, dead, stats, paused, (secs, micros), oldest, reports, flushed = pipe.execute()
         now = secs + micros / 1e6
+        batch_ids = [*dispatched, *deferred]
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
             pipe.llen(self.batch_key(batch_id.decode()))
@@ -353,9 +512,12 @@ class Buffer:
             "in_flight": in_flight,
             "dead": dead,
             "batches_in_flight": len(batch_ids),
+            "batches_deferred": len(deferred),
             "delivered": int(stats.get(b"delivered", 0)),
             "failed": int(stats.get(b"failed", 0)),
             "batches_delivered": int(stats.get(b"batches", 0)),
+            "unanswered": int(stats.get(b"unanswered", 0)),
+            "worker_deaths": int(stats.get(b"worker_deaths", 0)),
             "failure_reports": reports,
             "oldest_queued_age": _age(oldest, now),
             "last_flush_age": round(max(0.0, now - float(flushed)), 3) if flushed else None,
@@ -364,6 +526,7 @@ class Buffer:
                 if paused_until
                 else None
             ),
+            "maxmemory_policy": self.memory_policy(),
         }
 
     @_reachable
@@ -381,23 +544,29 @@ class Buffer:
 
     @_reachable
     def replay(self, reason_contains: str | None = None) -> int:
-        """Put dead letters (all, or those whose reason contains the text) back on the queue."""
+        """Put dead letters (all, or those whose reason contains the text) back on the queue.
+
+        One pass over the list, in windows (see scripts.REPLAY): linear, whatever the mix.
+        """
+        left = self.redis.llen(self.dead_key)
         moved = 0
-        for letter in self.dead_letters():
-            if reason_contains is None or reason_contains in letter.reason:
-                moved += self._replay(keys=[self.dead_key, self.queue_key], args=[letter.raw, letter.event])
+        while left > 0:
+            window = min(REPLAY_WINDOW, left)
+            examined, put_back = self._replay(
+                keys=[self.dead_key, self.queue_key], args=[window, reason_contains or ""]
+            )
+            moved += put_back
+            left -= window
+            if examined < window:  # emptied meanwhile (a purge, another replay)
+                break
         return moved
 
     @_reachable
     def purge_dead(self) -> int:
         pipe = self.redis.pipeline()
-        pipe.llen(self.dead_key).delete(self.dead_key)
+        pipe.llen(self.dead_key).unlink(self.dead_key)
         count, _ = pipe.execute()
         return count
-
-    def resume(self) -> bool:
-        """End a delivery pause now; True if one was running."""
-        return bool(self.redis.delete(self.paused_key))
 
     # -- operations: dead letters page by page ------------------------------------------------
 

@@ -20,6 +20,8 @@ from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf
+from .buffer import Buffer
+from .exceptions import BufferUnavailable
 from .policy import dispatch_room
 from .schedule import FLUSH_ENTRY, FLUSH_TASK
 
@@ -34,7 +36,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += [_message(Error, problem) for problem in resolution.errors]
     messages += [_message(Warning, problem) for problem in resolution.warnings]
     if settings is not None:
-        messages += _beat(settings, resolution.module)
+        messages += [*_beat(settings, resolution.module), *_redis_memory(settings)]
     return messages
 
 
@@ -71,6 +73,27 @@ def _beat(settings: conf.Settings, module: str | None) -> list[CheckMessage]:
             hint=f'Give the beat entry "schedule": {settings.flush_interval:g} (or use '
             f"bento_tasks.add_flush_schedule(app)), or set BENTO_FLUSH_INTERVAL = {period:g} to match the schedule.",
             id="bento_tasks.W003",
+        )
+    ]
+
+
+def _redis_memory(settings: conf.Settings) -> list[CheckMessage]:
+    # An unreachable Redis is not reported here (`bento-tasks status` does), so that `manage.py migrate`
+    # works without one; nor is a Redis that refuses CONFIG (managed services often do).
+    try:
+        policy = Buffer(settings).memory_policy()
+    except BufferUnavailable:
+        return []
+    if policy in (None, "noeviction"):
+        return []
+    return [
+        Error(
+            f"The Redis at BENTO_REDIS_URL has maxmemory-policy {policy}: when it is full it deletes keys, and "
+            "bento_tasks' queued events with them, without a trace.",
+            hint="Set maxmemory-policy noeviction on that Redis (redis.conf: `maxmemory-policy noeviction`, or "
+            "`redis-cli CONFIG SET maxmemory-policy noeviction`); a full Redis then refuses new events "
+            "(track() raises BufferUnavailable) instead of losing queued ones.",
+            id="bento_tasks.E004",
         )
     ]
 

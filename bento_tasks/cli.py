@@ -88,6 +88,13 @@ def _status(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    was_paused, waiting = get_buffer().resume()
+    print("pause ended" if was_paused else "delivery was not paused")
+    print(f"{waiting} waiting batch(es) go at the next flush")
+    return 0
+
+
 def _dead_list(args: argparse.Namespace) -> int:
     buffer = get_buffer()
     letters = [letter.as_dict() for letter in buffer.dead_letters(args.limit)]
@@ -187,11 +194,6 @@ def _flush(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume(args: argparse.Namespace) -> int:
-    print("delivery resumed" if get_buffer().resume() else "delivery was not paused")
-    return 0
-
-
 def _metrics(args: argparse.Namespace) -> int:
     try:
         from .prometheus import serve
@@ -214,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-age", type=float, default=300.0, help="with --check: oldest queued event allowed, seconds (300)"
     )
     status.set_defaults(run=_status)
+    resume = commands.add_parser(
+        "resume", help="end a delivery pause (e.g. after fixing the keys) and send every waiting batch now"
+    )
+    resume.set_defaults(run=_resume)
     dead = commands.add_parser("dead", help="list, replay or purge dead letters").add_subparsers(
         dest="action", required=True
     )
@@ -237,7 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
     flush = commands.add_parser("flush", help="run one flush now (claim and dispatch batches), e.g. after a deploy")
     flush.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     flush.set_defaults(run=_flush)
-    commands.add_parser("resume", help="end a delivery pause now").set_defaults(run=_resume)
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics over HTTP (needs the prometheus extra)")
     metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
     metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

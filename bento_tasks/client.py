@@ -1,7 +1,12 @@
 """Bento's batch endpoint: the only module that speaks HTTP.
 
-``build_post`` and ``classify`` are pure (payload in, decision out) so every status
+``build_post`` and ``classify`` are pure (payload in, verdict out) so every status
 code's handling is tested without a network; ``post_events`` is the thin I/O between.
+
+Every POST has a wall-clock deadline (``Settings.post_deadline``: connect, send and the
+whole answer). requests has only per-read timeouts, so an answer trickling in a byte at a
+time would never trip them and could outlive the batch's lease; a watchdog timer shuts the
+request's socket down at the deadline instead, which wakes the blocked read at once.
 """
 
 from __future__ import annotations
@@ -11,21 +16,29 @@ import enum
 import json
 import math
 import os
+import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
 
 from . import __version__
 from .conf import Settings
 
 
 class Verdict(enum.Enum):
-    DELIVERED = "delivered"  # 2xx: Bento has the events
-    RETRY = "retry"  # timeouts, resets, 408, 5xx: try again later
+    DELIVERED = "delivered"  # 2xx with Bento's answer: Bento has the events
+    RETRY = "retry"  # not sent (refused, connect timeout) or answered 408/5xx: Bento does not have them
+    UNANSWERED = "unanswered"  # sent, but no answer (read timeout, deadline, hang-up): Bento may have them
     RATE_LIMITED = "rate_limited"  # 429: every worker waits
-    SPLIT = "split"  # 400/413/422: something in the batch is refused; halve it to find what
+    REFUSED = "refused"  # 400/413/422: something in the batch is refused
     CONFIG = "config"  # 401/403/404 and other 3xx/4xx: our settings are wrong; keep events, pause
 
 
@@ -110,17 +123,136 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, events: int, 
             answer = json.loads(body)
             accepted, failed = int(answer["results"]), int(answer.get("failed", 0))
         except (ValueError, TypeError, KeyError, AttributeError):
-            # A 2xx without Bento's {"results": N} is a proxy or maintenance page, not Bento: deleting
-            # the batch on it could lose events, so it is retried (a duplicate at worst).
-            return Outcome(Verdict.RETRY, status, detail=f"2xx without Bento's answer: {detail}")
+            # A 2xx without Bento's {"results": N} is not Bento's answer: deleting the batch on it could lose
+            # events, and Bento may have recorded them, so it is retried as a lost answer (copies bounded).
+            return Outcome(Verdict.UNANSWERED, status, detail=f"2xx without Bento's answer: {detail}")
         return Outcome(Verdict.DELIVERED, status, accepted=accepted, failed=failed, detail=detail)
     if status == 429:
         return Outcome(Verdict.RATE_LIMITED, status, retry_after, detail=detail)
     if status == 408 or status >= 500:
         return Outcome(Verdict.RETRY, status, retry_after, detail=detail)
     if status in (400, 413, 422):
-        return Outcome(Verdict.SPLIT, status, detail=detail)
+        return Outcome(Verdict.REFUSED, status, detail=detail)
     return Outcome(Verdict.CONFIG, status, detail=detail)
+
+
+class _Deadline:
+    """Cuts one POST off at a wall-clock deadline, in whatever phase it is (send, headers, body).
+
+    The connection classes below report the connection a request uses; at the deadline the timer
+    shuts its socket down (the blocked read then fails at once) unless the POST has finished.
+    ``connected`` tells whether the request may have reached Bento: a failure before that point
+    (refused, connect timeout, TLS handshake) certainly did not.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self.connected = False
+        self._connection: HTTPConnection | None = None
+        self._finished = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, connection: HTTPConnection, connected: bool) -> None:
+        with self._lock:
+            self._connection = connection
+            self.connected = self.connected or connected
+            if self.expired:  # the deadline passed while connecting
+                _cut(connection)
+
+    def _expire(self) -> None:
+        # Under the lock, so a POST that has just finished never has its (pooled) connection cut.
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            if self._connection is not None:
+                _cut(self._connection)
+
+    def __enter__(self) -> _Deadline:
+        _active.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _active.deadline = None
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+
+
+def _cut(connection: HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is None:
+        return
+    try:
+        # socket.socket's own shutdown, also for an SSLSocket: its override would tear down the TLS
+        # state under the thread that is reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Active(threading.local):
+    deadline: _Deadline | None = None
+
+
+_active = _Active()
+
+
+def _watch(connection: HTTPConnection, connected: bool) -> None:
+    deadline = _active.deadline
+    if deadline is not None:
+        deadline.watch(connection, connected)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self, connected=True)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        # A kept-alive connection is already connected; a new plain-HTTP one connects inside request().
+        _watch(self, connected=self.sock is not None)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self, connected=True)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self, connected=self.sock is not None)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections a ``_Deadline`` can cut (direct, or through an HTTP(S) proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        # A SOCKS proxy brings pool classes of its own; through one only the per-read timeouts apply.
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 _session: requests.Session | None = None
@@ -132,24 +264,42 @@ def _get_session() -> requests.Session:
     global _session, _session_pid
     if _session is None or _session_pid != os.getpid():
         _session = requests.Session()
+        for prefix in ("https://", "http://"):
+            _session.mount(prefix, _DeadlineAdapter())
         _session_pid = os.getpid()
     return _session
 
 
 def post_events(settings: Settings, events: Sequence[bytes]) -> Outcome:
-    """POST one batch to Bento and classify the answer; network failures become RETRY."""
+    """POST one batch to Bento within ``settings.post_deadline`` and classify the answer.
+
+    Network failures become RETRY when the request cannot have reached Bento, else UNANSWERED.
+    """
     post = build_post(settings, events)
+    deadline = _Deadline(settings.post_deadline)
     try:
-        response = _get_session().post(
-            post.url,
-            params=post.params,
-            data=post.body,
-            headers=post.headers,
-            auth=post.auth,
-            timeout=(settings.connect_timeout, settings.timeout),
-            allow_redirects=False,  # requests would turn a redirected POST into a GET
-        )
+        with deadline:
+            response = _get_session().post(
+                post.url,
+                params=post.params,
+                data=post.body,
+                headers=post.headers,
+                auth=post.auth,
+                timeout=(settings.connect_timeout, settings.timeout),
+                allow_redirects=False,  # requests would turn a redirected POST into a GET
+            )
     except requests.RequestException as exc:
+        verdict = Verdict.UNANSWERED if deadline.connected else Verdict.RETRY
         # The message names the URL and the error, never the Authorization header.
-        return Outcome(Verdict.RETRY, detail=f"{type(exc).__name__}: {exc}"[:500])
-    return classify(response.status_code, response.headers, response.content, len(events), time.time())
+        detail = _cut_off(deadline) if deadline.expired else f"{type(exc).__name__}: {exc}"[:500]
+        return Outcome(verdict, detail=detail)
+    outcome = classify(response.status_code, response.headers, response.content, len(events), time.time())
+    if deadline.expired and outcome.verdict is not Verdict.DELIVERED:
+        # Cut off mid-headers, http.client takes what came as the whole answer. Only a complete
+        # {"results": N} can be trusted then (no prefix of a JSON object is valid JSON).
+        return Outcome(Verdict.UNANSWERED, outcome.status, detail=_cut_off(deadline))
+    return outcome
+
+
+def _cut_off(deadline: _Deadline) -> str:
+    return f"no complete answer within {deadline.seconds:g}s (BENTO_CONNECT_TIMEOUT + BENTO_TIMEOUT): cut off"

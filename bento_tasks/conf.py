@@ -81,15 +81,24 @@ class Settings:
     rate_limit: int = 100
     #: Retries after the first attempt before a batch is dead-lettered.
     max_retries: int = 40
+    #: Failed attempts while Bento accepted other batches before a batch is cut in two (a single event:
+    #: dead-lettered), so one event Bento cannot take does not sink its neighbours.
+    isolate_after: int = 3
+    #: Attempts sent without an answer (Bento may have recorded them) before a batch stops being re-sent
+    #: whole; bounds the copies a lost answer can make (see the README's Delivery guarantee).
+    max_unanswered: int = 3
+    #: Attempts whose worker died while posting before the batch is cut into pieces (a single event:
+    #: dead-lettered), so an event that kills workers does not loop.
+    max_worker_deaths: int = 3
     #: First retry delay in seconds; doubles each retry, jittered between half and the full step.
     retry_backoff: float = 2.0
     #: Cap of one retry delay in seconds; stays far below the broker's one-hour visibility_timeout.
     retry_backoff_max: float = 300.0
-    #: Read timeout of a POST, seconds.
+    #: Read timeout of a POST, seconds; the whole POST must also end within connect + read timeout.
     timeout: float = 30.0
     #: Connect timeout of a POST, seconds.
     connect_timeout: float = 5.0
-    #: Seconds added to the request timeouts to make a batch's lease (see ``lease_seconds``).
+    #: Seconds added to the POST's deadline to make a batch's lease (see ``lease_seconds``).
     lease_margin: float = 30.0
     #: Seconds delivery pauses after a 401/403/404 (a configuration fault) before trying again.
     config_error_pause: float = 300.0
@@ -108,13 +117,19 @@ class Settings:
     key_problems: tuple[Problem, ...] = field(default=(), repr=False, compare=False)
 
     @property
+    def post_deadline(self) -> float:
+        """Wall-clock limit of one POST, seconds: connect, send and the whole answer, however slowly it comes."""
+        return self.connect_timeout + self.timeout
+
+    @property
     def lease_seconds(self) -> float:
         """How long an in-flight batch is left alone before a flush assumes its worker died.
 
-        It follows the request timeout (plus a margin for the task's own work), not the broker's
-        visibility_timeout, so a killed worker's batch is re-sent within about a minute.
+        It follows the POST's deadline (plus a margin for the task's own work), not the broker's
+        visibility_timeout, so a killed worker's batch is re-sent within about a minute, and a live
+        worker, whose POST is cut off at the deadline, never has its batch recovered under it.
         """
-        return self.connect_timeout + self.timeout + self.lease_margin
+        return self.post_deadline + self.lease_margin
 
     @property
     def events_url(self) -> str:
@@ -278,6 +293,11 @@ SPECS: dict[str, _Spec] = {
         "rate_limit", _integer(0), "a whole number of requests per minute, 0 or more (0: no limit)", 100
     ),
     "BENTO_MAX_RETRIES": _Spec("max_retries", _integer(0), "a whole number, 0 or more", Settings.max_retries),
+    "BENTO_ISOLATE_AFTER": _Spec("isolate_after", _integer(1), "a whole number, 1 or more", Settings.isolate_after),
+    "BENTO_MAX_UNANSWERED": _Spec("max_unanswered", _integer(1), "a whole number, 1 or more", Settings.max_unanswered),
+    "BENTO_MAX_WORKER_DEATHS": _Spec(
+        "max_worker_deaths", _integer(1), "a whole number, 1 or more", Settings.max_worker_deaths
+    ),
     "BENTO_RETRY_BACKOFF": _Spec("retry_backoff", _seconds, "a number of seconds above 0", 2),
     "BENTO_RETRY_BACKOFF_MAX": _Spec("retry_backoff_max", _seconds, "a number of seconds above 0", 300),
     "BENTO_TIMEOUT": _Spec("timeout", _seconds, "a number of seconds above 0", 30),

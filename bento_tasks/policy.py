@@ -1,10 +1,227 @@
-"""Retry timing: pure functions, so the backoff contract is tested without a clock."""
+"""Delivery decisions and retry timing: pure functions, tested as tables without Redis, HTTP or a clock.
+
+``decide`` maps what one POST got (an ``Outcome``), the batch's attempt record (``Record``, kept in
+Redis beside the batch) and Bento's recent health (``Health``) to one ``Action``; ``after_death``
+does the same for an attempt whose worker died (or stalled past its lease). ``tasks.py`` executes
+the action with one buffer call.
+
+The rules, in words:
+
+- 2xx: acknowledge. 429: pause every worker (Retry-After, else backoff). 401/403/404: pause for
+  BENTO_CONFIG_ERROR_PAUSE, keep the events.
+- 400/413/422: halve the batch; a single event is dead-lettered with Bento's answer. But when
+  ``SAME_REFUSALS`` different single events in a row got the very same answer, with nothing
+  accepted in between, the answer is about the request, not the events: pause like a
+  configuration fault instead of dead-lettering the backlog one event at a time.
+- Isolation by evidence: a batch that fails (5xx, refused connections, timeouts) while Bento
+  accepts other batches claimed no earlier is halved after BENTO_ISOLATE_AFTER such failures; a
+  single event is dead-lettered only if Bento also accepted something since its previous failure.
+  During an outage nothing is accepted, so nothing is split or dead-lettered until BENTO_MAX_RETRIES.
+- Copies are bounded: an attempt that may have reached Bento without an answer (unanswered) or
+  whose worker died counts toward BENTO_MAX_UNANSWERED / BENTO_MAX_WORKER_DEATHS; pieces inherit
+  both. At a limit the batch is no longer re-sent whole: a worker death cuts it into pieces (then
+  singles, then the dead letters), an unanswered attempt does the same only while Bento accepts
+  other batches, else dead-letters it. Cutting into pieces of ceil(sqrt(BENTO_BATCH_SIZE)) and then
+  single events, not halves, means at most two re-sends along the way (ten for halving 1000).
+"""
 
 from __future__ import annotations
 
+import enum
+import math
 import random
+from dataclasses import dataclass, replace
 
+from .client import Outcome, Verdict
 from .conf import Settings
+
+#: Different single events refused with the same status and answer, nothing accepted in between,
+#: after which the next refusal pauses delivery instead of dead-lettering.
+SAME_REFUSALS = 3
+#: The longest wait ever held as a Celery countdown; longer ones wait in Redis (see ``horizon``).
+MAX_COUNTDOWN = 300.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """A batch's attempt record (Redis hash ``meta:<id>``); times are Redis clock seconds."""
+
+    size: int
+    created: float  # when the batch was claimed, or cut from a bigger one
+    attempts: int = 0  # failed attempts of this batch: backoff and BENTO_MAX_RETRIES; a piece starts at 0
+    isolated: int = 0  # failed attempts while Bento accepted batches claimed no earlier than this one
+    unanswered: int = 0  # attempts that may have reached Bento without an answer; pieces inherit it
+    deaths: int = 0  # attempts whose worker died or lost its lease while posting; pieces inherit it
+    failed_at: float | None = None  # the previous failure
+    first_failure: float | None = None  # the first failure of these events; pieces inherit it
+    last_status: int | None = None
+    last_detail: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the buffer knows about Bento as a whole, read when a POST failed."""
+
+    now: float = 0.0  # Redis clock
+    accepted_at: float | None = None  # when Bento last accepted any batch
+    refusal: str | None = None  # the answer of the current run of refused single events...
+    refusals: int = 0  # ...and how many different events got it, with nothing accepted since
+
+
+class Kind(enum.Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    SPLIT = "split"
+    BURY = "bury"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do with the batch; ``record`` is what to store (RETRY) or what pieces inherit (SPLIT)."""
+
+    kind: Kind
+    record: Record
+    delay: float = 0.0  # RETRY: seconds until the batch may be posted again
+    pause: float = 0.0  # RETRY: also hold every worker this long (429, Retry-After, a configuration fault)
+    piece: int = 0  # SPLIT: events per piece
+    reason: str = ""  # BURY: the dead letters' reason; RETRY/SPLIT: why, for the log
+    refusal: str | None = None  # BURY of a refused single: the answer, extending the run of refusals
+    unanswered: int = 0  # to add to the `unanswered` counter in status
+    deaths: int = 0  # to add to the `worker_deaths` counter in status
+
+
+def decide(
+    outcome: Outcome, record: Record, health: Health, settings: Settings, rng: random.Random | None = None
+) -> Action:
+    """What to do after one POST. ``health`` is consulted only when it failed."""
+    verdict = outcome.verdict
+    if verdict is Verdict.DELIVERED:
+        return Action(Kind.ACK, record)
+    if verdict is Verdict.RATE_LIMITED:
+        wait = outcome.retry_after if outcome.retry_after is not None else backoff_delay(settings, 0, rng=rng)
+        return Action(Kind.RETRY, record, delay=wait, pause=wait, reason="Bento answered 429 (rate limited)")
+    if verdict is Verdict.CONFIG:
+        pause = settings.config_error_pause
+        reason = (
+            f"Bento answered {outcome.status}: check BENTO_PUBLISHABLE_KEY, BENTO_SECRET_KEY, BENTO_SITE_UUID "
+            f"and BENTO_API_URL ({settings.events_url}); events kept"
+        )
+        return Action(Kind.RETRY, record, delay=pause, pause=pause, reason=reason)
+    if verdict is Verdict.REFUSED:
+        return _refused(outcome, record, health, settings)
+    failed = _failed(outcome, record, health)
+    evidence = failed.isolated > 0
+    if verdict is Verdict.UNANSWERED:
+        failed = replace(failed, unanswered=failed.unanswered + 1)
+        if _at_copy_limit(failed, settings):
+            if evidence and record.size > 1:
+                reason = f"no answer {failed.unanswered} times while Bento accepted other batches"
+                return _isolate(failed, settings, reason, unanswered=1)
+            reason = (
+                f"unanswered: Bento did not answer {failed.unanswered} times (it may have recorded these events "
+                f"that many times): {outcome.detail}"
+            )
+            return Action(Kind.BURY, failed, reason=reason, unanswered=1)
+        if failed.attempts > settings.max_retries:
+            return _exhausted(failed, outcome, unanswered=1)
+        # Bento may have these events already: wait long before sending them again.
+        wait = max(backoff_delay(settings, failed.attempts - 1, rng=rng), backoff_delay(settings, 64, rng=rng))
+        return Action(Kind.RETRY, failed, delay=wait, reason=outcome.detail, unanswered=1)
+    if failed.isolated >= settings.isolate_after:
+        if record.size > 1:
+            reason = f"failed {failed.isolated} times while Bento accepted other batches"
+            return Action(Kind.SPLIT, failed, piece=-(-record.size // 2), reason=reason)
+        # One event is dead-lettered only on fresh evidence: an outage that began after a neighbour's
+        # last accepted batch must not bury a quiet site's single events.
+        if health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created):
+            reason = f"Bento failed this event {failed.isolated} times while accepting other batches: {outcome.detail}"
+            return Action(Kind.BURY, failed, reason=reason)
+    if failed.attempts > settings.max_retries:
+        return _exhausted(failed, outcome)
+    return Action(
+        Kind.RETRY,
+        failed,
+        delay=backoff_delay(settings, failed.attempts - 1, outcome.retry_after, rng=rng),
+        # Bento said when to come back: hold every worker, not just this batch.
+        pause=outcome.retry_after or 0.0,
+        reason=outcome.detail,
+    )
+
+
+def after_death(record: Record, now: float, settings: Settings) -> Action:
+    """What to do with a batch whose lease ran out while an attempt owned it (its worker died or stalled)."""
+    detail = "the worker died (or stalled past the batch's lease) while posting it"
+    dead = replace(
+        record,
+        attempts=record.attempts + 1,
+        deaths=record.deaths + 1,
+        failed_at=now,
+        first_failure=record.first_failure or now,
+        last_status=None,
+        last_detail=detail,
+    )
+    if _at_copy_limit(dead, settings):
+        if record.size > 1:
+            return _isolate(dead, settings, f"{dead.deaths} worker deaths while posting it", deaths=1)
+        return Action(Kind.BURY, dead, reason=f"a worker died while posting this event {dead.deaths} times", deaths=1)
+    if dead.attempts > settings.max_retries:
+        return Action(Kind.BURY, dead, reason=f"retries exhausted: {detail}", deaths=1)
+    return Action(Kind.RETRY, dead, reason=detail, deaths=1)
+
+
+def pieces_for_isolation(size: int, settings: Settings) -> int:
+    """Events per piece when a batch that may have left copies in Bento is cut: sqrt of a full batch, then 1."""
+    piece = math.isqrt(settings.batch_size - 1) + 1
+    return piece if size > piece else 1
+
+
+def _refused(outcome: Outcome, record: Record, health: Health, settings: Settings) -> Action:
+    answer = f"{outcome.status} {outcome.detail}"
+    if health.refusal == answer and health.refusals >= SAME_REFUSALS:
+        pause = settings.config_error_pause
+        reason = (
+            f"Bento gave {health.refusals} different events in a row the same answer ({answer[:200]}), nothing "
+            "accepted in between: that is about the request, not the events; events kept"
+        )
+        return Action(Kind.RETRY, record, delay=pause, pause=pause, reason=reason)
+    if record.size > 1:
+        return Action(
+            Kind.SPLIT, record, piece=-(-record.size // 2), reason=f"Bento refused the batch ({answer[:200]})"
+        )
+    failed = replace(record, last_status=outcome.status, last_detail=outcome.detail)
+    return Action(Kind.BURY, failed, reason=f"Bento refused the event: {outcome.detail}", refusal=answer)
+
+
+def _failed(outcome: Outcome, record: Record, health: Health) -> Record:
+    # Evidence that the batch, not Bento, is the problem: Bento accepted a batch claimed no earlier.
+    evident = health.accepted_at is not None and health.accepted_at > record.created
+    return replace(
+        record,
+        attempts=record.attempts + 1,
+        isolated=record.isolated + 1 if evident else 0,
+        failed_at=health.now,
+        first_failure=record.first_failure or health.now,
+        last_status=outcome.status,
+        last_detail=outcome.detail,
+    )
+
+
+def _at_copy_limit(record: Record, settings: Settings) -> bool:
+    return record.unanswered >= settings.max_unanswered or record.deaths >= settings.max_worker_deaths
+
+
+def _isolate(record: Record, settings: Settings, why: str, unanswered: int = 0, deaths: int = 0) -> Action:
+    piece = pieces_for_isolation(record.size, settings)
+    return Action(Kind.SPLIT, record, piece=piece, reason=why, unanswered=unanswered, deaths=deaths)
+
+
+def _exhausted(record: Record, outcome: Outcome, unanswered: int = 0) -> Action:
+    return Action(Kind.BURY, record, reason=f"retries exhausted: {outcome.detail}", unanswered=unanswered)
+
+
+def copy_bound(settings: Settings) -> int:
+    """The most times Bento can receive one event: lost answers and worker deaths, each cut at most twice more."""
+    return settings.max_unanswered + settings.max_worker_deaths + 1
 
 
 def backoff_delay(
@@ -22,13 +239,14 @@ def backoff_delay(
     return delay
 
 
-def countdown(settings: Settings, wait: float) -> float:
-    """Celery countdown for a wait: long waits are re-checked in Redis rather than held as far-off ETAs.
+def horizon(settings: Settings) -> float:
+    """The longest wait held as a Celery countdown; a longer one waits in Redis (the deferred set).
 
-    The broker redelivers a message it has not seen acknowledged after its visibility_timeout (one
-    hour on Redis), so no countdown may come near it; BENTO_RETRY_BACKOFF_MAX is the ceiling.
+    The flush re-dispatches deferred batches due before its next tick, so no wait needs a longer
+    countdown; `bento-tasks resume` can make them due at once; and no countdown comes near the
+    broker's visibility_timeout (an hour on Redis), after which it would deliver the message twice.
     """
-    return min(wait, settings.retry_backoff_max)
+    return min(settings.flush_interval, MAX_COUNTDOWN)
 
 
 def rate_interval(settings: Settings) -> float:
@@ -39,8 +257,8 @@ def rate_interval(settings: Settings) -> float:
     return 0.0 if settings.rate_limit == 0 else 60.0 / settings.rate_limit * 1.01
 
 
-def dispatch_room(settings: Settings, batches_in_flight: int) -> int:
-    """How many more batches a flush may claim now.
+def dispatch_room(settings: Settings, batches: int) -> int:
+    """How many more batches may be dispatched now, given ``batches`` claimed and not yet delivered.
 
     Under a rate limit, about two ticks' worth of POSTs are kept in flight: enough that the
     limiter, not the beat, sets the pace, while a paused Bento does not pile up messages.
@@ -48,4 +266,4 @@ def dispatch_room(settings: Settings, batches_in_flight: int) -> int:
     if settings.rate_limit == 0:
         return 1_000_000
     per_tick = -(-settings.rate_limit * settings.flush_interval // 60)
-    return max(0, int(2 * max(per_tick, 1)) - batches_in_flight)
+    return max(0, int(2 * max(per_tick, 1)) - batches)

@@ -1,13 +1,23 @@
 """Every Lua script the buffer runs, in one place.
 
 Each script keeps one step of a batch's life atomic, so two flushes, a crashed
-worker or a retry racing a lease recovery can never take, send or lose the same
-event twice. Times come from Redis ``TIME`` so workers with skewed clocks agree.
-Keys all carry the same ``{prefix}`` hash tag: the scripts also run on Redis Cluster.
+worker, a duplicated Celery message or a retry racing a lease recovery can never
+take, send or lose the same event twice. Times come from Redis ``TIME`` so workers
+with skewed clocks agree. Keys all carry the same ``{prefix}`` hash tag: the scripts
+also run on Redis Cluster.
 
-A batch is identified by its id; every hand-over (retry, deferral, lease recovery,
-split) renames the batch to a fresh id, so a duplicate or late Celery message that
-still names the old id finds nothing and does nothing.
+A batch keeps its id for life. Where it stands:
+
+- dispatched (in the ``inflight`` zset, scored by its lease deadline): a ``post_batch``
+  message for it exists, or a flush will re-send one when the lease runs out;
+- owned: BEGIN also wrote an attempt's token into ``meta:<id>`` field ``owner``; every
+  later step (ACK, RETRY, SPLIT, BURY, REJECT) acts only for that token, so a duplicated,
+  redelivered or late message, or an attempt whose lease was recovered, changes nothing;
+- deferred (in the ``deferred`` zset, scored by the time it may go): waiting out a backoff,
+  a pause or the rate limit; the flush dispatches it again when it is due.
+
+``meta:<id>`` also holds the attempt record (``policy.Record``): attempts, deaths,
+unanswered attempts, last status and detail, first failure.
 """
 
 from __future__ import annotations
@@ -17,8 +27,30 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
+# The fencing check of every step after BEGIN. Convention: KEYS[1] in-flight zset, KEYS[2] batch list,
+# KEYS[3] meta hash; ARGV[1] batch id, ARGV[2] the attempt's token ('' for a batch no attempt owns),
+# ARGV[3] '1' when a flush acts on an expired lease (then the lease must still be expired), else '0'.
+_OWNED = (
+    _NOW
+    + """
+local function owned()
+  local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not lease then return false end
+  if (redis.call('HGET', KEYS[3], 'owner') or '') ~= ARGV[2] then return false end
+  return ARGV[3] ~= '1' or tonumber(lease) <= now
+end
+local function write_record(key, json)
+  for field, value in pairs(cjson.decode(json)) do redis.call('HSET', key, field, value) end
+end
+local function count(key, json)
+  for field, value in pairs(cjson.decode(json)) do redis.call('HINCRBY', key, field, value) end
+end
+"""
+)
+
 # CLAIM: move up to ARGV[1] events from the queue into a new batch and lease it.
-# KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list
+# KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list,
+# KEYS[4] new batch's meta hash (its `created` time: evidence of health is measured from it)
 # ARGV[1] max events, ARGV[2] max bytes (the first event is taken even if larger, so the post task
 #         can dead-letter it), ARGV[3] lease seconds, ARGV[4] new batch id,
 # ARGV[5] '1' to claim only a full batch (full by count or by bytes), else '0'
@@ -47,151 +79,279 @@ if n > 0 and not full and ARGV[5] == '1' then
 end
 if n > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+  redis.call('HSET', KEYS[4], 'created', string.format('%.6f', now))
 end
 return n
 """
 )
 
-# BEGIN: start posting a batch: check it is still ours, honour a pause, take a rate-limit slot
-# (GCRA with no burst: one POST every ARGV[3] seconds across all workers), extend the lease.
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] limiter key (theoretical arrival time),
-# KEYS[4] paused-until key
-# ARGV[1] batch id, ARGV[2] lease seconds, ARGV[3] seconds between POSTs (0: no limit),
-# ARGV[4] longest wait the caller will sleep; a longer one is not reserved
-# Returns {-1} if the batch was handed to someone else, {0, wait} to come back later,
-# {1, wait, events} to sleep `wait` seconds and POST.
+# BEGIN: an attempt takes a dispatched batch: nobody else may own it; honour a pause; take a rate-limit
+# slot (GCRA with no burst: one POST every ARGV[4] seconds across all workers); extend the lease.
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] deferred zset,
+# KEYS[5] limiter key (theoretical arrival time), KEYS[6] paused-until key
+# ARGV[1] batch id, ARGV[2] the attempt's token, ARGV[3] lease seconds, ARGV[4] seconds between POSTs
+# (0: no limit), ARGV[5] longest wait the caller will sleep, ARGV[6] longest wait held as a countdown
+# Returns {-1} if the batch is not dispatched (delivered, deferred, cut into pieces): do nothing;
+# {-2, lease seconds left} if another attempt owns it: do nothing;
+# {0, wait} to be re-dispatched with that countdown (the lease now covers it);
+# {2, wait} when it was moved to the deferred set for that long (a pause, a far rate-limit slot);
+# {1, wait, events, record} when the token owns it: sleep `wait` seconds and POST.
 BEGIN = (
     _NOW
     + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {-1} end
-local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
-if paused > now then return {0, tostring(paused - now)} end
-local wait, interval = 0, tonumber(ARGV[3])
-if interval > 0 then
-  local tat = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), now)
-  wait = tat - now
-  if wait > tonumber(ARGV[4]) then return {0, tostring(wait)} end
-  local ttl = math.ceil((tat + interval - now) * 1000) + 1000
-  redis.call('SET', KEYS[3], tostring(tat + interval), 'PX', ttl)
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not lease then return {-1} end
+if redis.call('HEXISTS', KEYS[3], 'owner') == 1 then return {-2, tostring(tonumber(lease) - now)} end
+local wait, reserve = 0, false
+local paused = tonumber(redis.call('GET', KEYS[6]) or '0')
+if paused > now then
+  wait = paused - now
+else
+  local interval = tonumber(ARGV[4])
+  if interval > 0 then
+    local tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now)
+    wait = tat - now
+    if wait <= tonumber(ARGV[5]) then
+      local ttl = math.ceil((tat + interval - now) * 1000) + 1000
+      redis.call('SET', KEYS[5], tostring(tat + interval), 'PX', ttl)
+      reserve = true
+    end
+  else
+    reserve = true
+  end
 end
-redis.call('ZADD', KEYS[1], now + wait + tonumber(ARGV[2]), ARGV[1])
-return {1, tostring(wait), redis.call('LRANGE', KEYS[2], 0, -1)}
-"""
-)
-
-# ACK: Bento accepted the batch: forget it and count it.
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] stats hash, KEYS[4] failure reports list
-# ARGV[1] batch id, ARGV[2] events Bento recorded, ARGV[3] events Bento reported failed,
-# ARGV[4] report (JSON) kept, newest first, when ARGV[3] > 0: Bento does not say which events failed
-# Returns 1 if the batch was still ours, 0 if a lease recovery had already handed it over.
-ACK = """
-local ours = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-redis.call('HINCRBY', KEYS[3], 'delivered', ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'failed', ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'batches', 1)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('LPUSH', KEYS[4], ARGV[4])
-  redis.call('LTRIM', KEYS[4], 0, 999)
+if reserve then
+  redis.call('HSET', KEYS[3], 'owner', ARGV[2])
+  redis.call('ZADD', KEYS[1], now + wait + tonumber(ARGV[3]), ARGV[1])
+  return {1, tostring(wait), redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HGETALL', KEYS[3])}
 end
-return ours
-"""
-
-# HANDOFF: give a batch a new id and lease (a retry, a deferral, or recovery from a dead worker).
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] batch list under the new id
-# ARGV[1] batch id, ARGV[2] new id, ARGV[3] lease seconds from now,
-# ARGV[4] '1' to act only if the current lease has run out (recovery), else '0'
-# Returns 1 if handed over, 0 if the batch is gone or (recovery) its lease is still live.
-HANDOFF = (
-    _NOW
-    + """
-local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not deadline then return 0 end
-if ARGV[4] == '1' and tonumber(deadline) > now then return 0 end
+if wait <= tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[1], now + wait + tonumber(ARGV[3]), ARGV[1])
+  return {0, tostring(wait)}
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('RENAME', KEYS[2], KEYS[3])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-return 1
+redis.call('ZADD', KEYS[4], now + wait, ARGV[1])
+return {2, tostring(wait)}
 """
 )
 
-# SPLIT: Bento refused the batch as a whole (400/413/422): cut it in two new batches.
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] first half, KEYS[4] second half
-# ARGV[1] batch id, ARGV[2] first half id, ARGV[3] second half id, ARGV[4] lease seconds
-# Returns 1 if split, 0 if the batch was no longer ours.
-SPLIT = (
-    _NOW
+# ACK: Bento accepted the batch: forget it and count it, if the caller's attempt still owns it.
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] stats hash,
+# KEYS[5] failure reports list, KEYS[6] refusals hash (the run of identical refusals it ends)
+# ARGV[1] batch id, ARGV[2] token, ARGV[3] '0', ARGV[4] events Bento recorded, ARGV[5] events Bento
+# reported failed, ARGV[6] report (JSON) kept, newest first, when ARGV[5] > 0: Bento does not say which
+# Returns 1 if acknowledged, 0 if the attempt no longer owned the batch (nothing counted).
+ACK = (
+    _OWNED
     + """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
-local mid = math.floor(#items / 2)
-redis.call('RPUSH', KEYS[3], unpack(items, 1, mid))
-redis.call('RPUSH', KEYS[4], unpack(items, mid + 1))
-redis.call('DEL', KEYS[2])
-local deadline = now + tonumber(ARGV[4])
-redis.call('ZADD', KEYS[1], deadline, ARGV[2], deadline, ARGV[3])
+if not owned() then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[6])
+redis.call('HINCRBY', KEYS[4], 'delivered', ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'failed', ARGV[5])
+redis.call('HINCRBY', KEYS[4], 'batches', 1)
+redis.call('HSET', KEYS[4], 'accepted_at', string.format('%.6f', now))
+if tonumber(ARGV[5]) > 0 then
+  redis.call('LPUSH', KEYS[5], ARGV[6])
+  redis.call('LTRIM', KEYS[5], 0, 999)
+end
 return 1
 """
 )
 
-# BURY: move every event of a batch to the dead letters (retries exhausted, or Bento refused it).
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] dead-letter list
-# ARGV[1] batch id, ARGV[2] dead-letter header (JSON: reason, status, attempts, time)
+# RETRY: the attempt ends without delivering; the batch goes again after a wait, dispatched at once with
+# a countdown when the wait is short, else deferred for the flush to dispatch when due. Also the flush's
+# re-dispatch of an expired lease (ARGV[3] '1'), with the dead attempt's token or '' for a lost message.
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] deferred zset,
+# KEYS[5] paused-until key, KEYS[6] stats hash
+# ARGV[1] batch id, ARGV[2] token, ARGV[3] recovering, ARGV[4] wait seconds, ARGV[5] seconds to pause every
+# worker (0: none; an existing longer pause is kept), ARGV[6] longest wait held as a countdown,
+# ARGV[7] lease seconds, ARGV[8] record fields to store (JSON object of strings),
+# ARGV[9] counters to add to the stats hash (JSON object)
+# Returns {0} if the attempt no longer owned the batch, else {1, dispatch now (1) or deferred (0),
+# wait seconds, 1 if this call started a pause (none was running), pause seconds left}.
+RETRY = (
+    _OWNED
+    + """
+if not owned() then return {0} end
+redis.call('HDEL', KEYS[3], 'owner')
+write_record(KEYS[3], ARGV[8])
+count(KEYS[6], ARGV[9])
+local wait, started, left = tonumber(ARGV[4]), 0, 0
+if tonumber(ARGV[5]) > 0 then
+  local current = tonumber(redis.call('GET', KEYS[5]) or '0')
+  local wanted = now + tonumber(ARGV[5])
+  if current <= now then started = 1 end
+  if wanted > current then
+    redis.call('SET', KEYS[5], tostring(wanted), 'PXAT', math.ceil(wanted * 1000))
+    current = wanted
+  end
+  left = current - now
+  wait = math.max(wait, left)
+end
+if wait <= tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[1], now + wait + tonumber(ARGV[7]), ARGV[1])
+  return {1, 1, tostring(wait), started, tostring(left)}
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[4], now + wait, ARGV[1])
+return {1, 0, tostring(wait), started, tostring(left)}
+"""
+)
+
+# SPLIT: cut a batch into pieces of ARGV[4] events, dispatched at once; each piece inherits the record.
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] stats hash, then for piece i:
+# KEYS[3 + 2i] its batch list, KEYS[4 + 2i] its meta hash
+# ARGV[1] batch id, ARGV[2] token, ARGV[3] recovering, ARGV[4] events per piece, ARGV[5] lease seconds,
+# ARGV[6] inherited record fields (JSON object of strings), ARGV[7] counters to add to the stats hash,
+# ARGV[8..] piece ids (at least as many as pieces)
+# Returns the number of pieces (0: the attempt no longer owned the batch).
+SPLIT = (
+    _OWNED
+    + """
+if not owned() then return 0 end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+local per = tonumber(ARGV[4])
+local pieces = math.ceil(#items / per)
+local deadline = now + tonumber(ARGV[5])
+for p = 1, pieces do
+  local first = (p - 1) * per + 1
+  redis.call('RPUSH', KEYS[3 + 2 * p], unpack(items, first, math.min(first + per - 1, #items)))
+  write_record(KEYS[4 + 2 * p], ARGV[6])
+  redis.call('HSET', KEYS[4 + 2 * p], 'created', string.format('%.6f', now))
+  redis.call('ZADD', KEYS[1], deadline, ARGV[7 + p])
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+count(KEYS[4], ARGV[7])
+return pieces
+"""
+)
+
+# BURY: move every event of a batch to the dead letters.
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] dead-letter list,
+# KEYS[5] refusals hash (field `answer`: the answer of the current run of refused single events, `count`)
+# KEYS[6] stats hash
+# ARGV[1] batch id, ARGV[2] token, ARGV[3] recovering, ARGV[4] dead-letter header (JSON: reason, status,
+# attempts, time), ARGV[5] Bento's answer when a single event was refused ('' otherwise),
+# ARGV[6] counters to add to the stats hash (JSON object)
 # Each dead letter is the header, a newline, then the event exactly as queued.
-# Returns the number of events buried.
-BURY = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+# Returns the number of events buried (0: the attempt no longer owned the batch).
+BURY = (
+    _OWNED
+    + """
+if not owned() then return 0 end
 local items = redis.call('LRANGE', KEYS[2], 0, -1)
 for i, item in ipairs(items) do
-  redis.call('RPUSH', KEYS[3], ARGV[2] .. '\\n' .. item)
+  redis.call('RPUSH', KEYS[4], ARGV[4] .. '\\n' .. item)
 end
-redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+if ARGV[5] ~= '' then
+  if redis.call('HGET', KEYS[5], 'answer') == ARGV[5] then
+    redis.call('HINCRBY', KEYS[5], 'count', 1)
+  else
+    redis.call('HSET', KEYS[5], 'answer', ARGV[5], 'count', 1)
+  end
+end
+count(KEYS[6], ARGV[6])
 return #items
 """
+)
 
 # REJECT: take events the post task found invalid out of its batch into the dead letters.
-# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] dead-letter list
-# ARGV[1] batch id, then pairs: ARGV[2k] the event as queued, ARGV[2k+1] its dead-letter header
-# Returns the number of events left in the batch (0: it is gone).
-REJECT = """
-for i = 2, #ARGV, 2 do
+# KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] dead-letter list
+# ARGV[1] batch id, ARGV[2] token, ARGV[3] '0', then pairs: ARGV[2k+2] the event as queued,
+# ARGV[2k+3] its dead-letter header
+# Returns the number of events left in the batch (0: it is gone), -1 if the attempt no longer owned it.
+REJECT = (
+    _OWNED
+    + """
+if not owned() then return -1 end
+for i = 4, #ARGV, 2 do
   if redis.call('LREM', KEYS[2], 1, ARGV[i]) == 1 then
-    redis.call('RPUSH', KEYS[3], ARGV[i + 1] .. '\\n' .. ARGV[i])
+    redis.call('RPUSH', KEYS[4], ARGV[i + 1] .. '\\n' .. ARGV[i])
   end
 end
 local left = redis.call('LLEN', KEYS[2])
-if left == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
-return left
-"""
-
-# PAUSE: stop every worker's POSTs for a while (429, or a configuration fault).
-# KEYS[1] paused-until key
-# ARGV[1] seconds from now; an existing longer pause is kept
-# Returns {1 if this call started the pause (none was running), 0 if it extended or kept one,
-#          seconds until the pause ends}.
-PAUSE = (
-    _NOW
-    + """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local wanted = now + tonumber(ARGV[1])
-local started = current <= now and 1 or 0
-if wanted > current then
-  redis.call('SET', KEYS[1], tostring(wanted), 'PXAT', math.ceil(wanted * 1000))
-  current = wanted
+if left == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[3])
 end
-return {started, tostring(current - now)}
+return left
 """
 )
 
-# REPLAY: put one dead letter's event back on the queue.
+# RELEASE: the flush dispatches deferred batches due before its next tick, each with the countdown
+# left until it is due.
+# KEYS[1] deferred zset, KEYS[2] in-flight zset
+# ARGV[1] seconds ahead (the longest countdown), ARGV[2] lease seconds, ARGV[3] most batches to release
+# Returns {batch id, countdown seconds, ...}.
+RELEASE = (
+    _NOW
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[1]), 'WITHSCORES',
+                       'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i = 1, #due, 2 do
+  local wait = math.max(0, tonumber(due[i + 1]) - now)
+  redis.call('ZREM', KEYS[1], due[i])
+  redis.call('ZADD', KEYS[2], now + wait + tonumber(ARGV[2]), due[i])
+  out[#out + 1] = due[i]
+  out[#out + 1] = tostring(wait)
+end
+return out
+"""
+)
+
+# RESUME: an operator ends a pause: every deferred batch is due now (the next flush dispatches them).
+# The run of identical refusals is kept: if its cause is fixed the next accepted batch ends it, if not,
+# delivery pauses again at once instead of dead-lettering more events first.
+# KEYS[1] paused-until key, KEYS[2] deferred zset
+# Returns {1 if a pause was running, else 0, number of deferred batches}.
+RESUME = (
+    _NOW
+    + """
+local paused = tonumber(redis.call('GET', KEYS[1]) or '0') > now and 1 or 0
+redis.call('DEL', KEYS[1])
+local waiting = redis.call('ZCARD', KEYS[2])
+if waiting > 0 then redis.call('ZUNIONSTORE', KEYS[2], 1, KEYS[2], 'WEIGHTS', 0) end
+return {paused, waiting}
+"""
+)
+
+# REPLAY: examine up to ARGV[1] dead letters from the head of the list: put those whose reason contains
+# ARGV[2] (all when '') back on the queue and rotate the others to the tail. Called in windows until every
+# letter that was there at the start has been examined once: linear in the list, and Redis is never blocked
+# for long. Letters dead-lettered meanwhile are appended, so they are never examined twice.
 # KEYS[1] dead-letter list, KEYS[2] queue list
-# ARGV[1] the dead letter as stored, ARGV[2] the event part of it
-# Returns 1 if moved, 0 if someone else replayed or purged it first.
+# ARGV[1] letters to examine, ARGV[2] text the reason must contain ('' for every letter)
+# Returns {letters examined (fewer: the list ran out), events put back on the queue}.
 REPLAY = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1
+local examined, moved = 0, 0
+for i = 1, tonumber(ARGV[1]) do
+  local letter = redis.call('LPOP', KEYS[1])
+  if not letter then break end
+  examined = examined + 1
+  local cut = string.find(letter, '\\n', 1, true)
+  local match = false
+  if cut then
+    if ARGV[2] == '' then
+      match = true
+    else
+      local ok, header = pcall(cjson.decode, string.sub(letter, 1, cut - 1))
+      match = ok and type(header) == 'table' and type(header.reason) == 'string'
+        and string.find(header.reason, ARGV[2], 1, true) ~= nil
+    end
+  end
+  if match then
+    redis.call('RPUSH', KEYS[2], string.sub(letter, cut + 1))
+    moved = moved + 1
+  else
+    redis.call('RPUSH', KEYS[1], letter)
+  end
+end
+return {examined, moved}
 """
 
 # RECORD_DEPTH: note the queue's length in a minute of the operators' series (the flush, once a tick).

@@ -1,34 +1,40 @@
-"""Celery tasks: thin glue between the buffer (Redis) and the client (HTTP).
+"""Celery tasks: thin glue between the buffer (Redis), the client (HTTP) and the policy (decisions).
 
 All three are ``shared_task``s with explicit names, so a Django project's own Celery
-app runs them; none of them creates an app.
+app runs them; none of them creates an app. ``post_batch`` takes a batch (BEGIN), POSTs it,
+asks ``policy.decide`` what to do and has the buffer execute that in one script.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import inspect
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from celery import Task, shared_task
 from kombu.exceptions import OperationalError
 
+from . import worker  # noqa: F401  (worker-start checks, for every app that runs these tasks)
 from .api import enqueue
-from .buffer import get_buffer
+from .buffer import Buffer, Done, Expired, get_buffer, new_token
 from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
-from .exceptions import BrokerUnavailable, InvalidEvent
-from .policy import backoff_delay, countdown, dispatch_room, rate_interval
+from .exceptions import BrokerUnavailable, BufferUnavailable, InvalidEvent
+from .policy import Action, Health, Kind, after_death, decide, dispatch_room, rate_interval
 from .telemetry import PostSample
 
 logger = logging.getLogger(__name__)
 
 # A reserved rate-limit slot this close is slept for; a later one goes back to the broker.
 MAX_RATE_SLEEP = 2.0
+# Seconds between tries to record a POST's outcome while Redis refuses it.
+FINISH_RETRY = 0.5
 
 
 class EventTask(Task):
@@ -99,7 +105,7 @@ def send_event(
 
 @shared_task(name="bento_tasks.flush_events", ignore_result=True)
 def flush_events() -> dict[str, int]:
-    """Beat task: recover batches of dead workers, then claim and dispatch new ones.
+    """Beat task: recover batches of dead workers, dispatch deferred batches now due, claim and dispatch new ones.
 
     The events are validated by ``post_batch``, which reads them anyway: so the pool validates batches
     in parallel and each event crosses from Redis once, where validating here capped delivery at what
@@ -107,16 +113,18 @@ def flush_events() -> dict[str, int]:
     """
     settings = get_settings()
     buffer = get_buffer()
-    counts = {"recovered": 0, "dispatched": 0}
+    counts = {"recovered": 0, "released": 0, "dispatched": 0}
     buffer.record_depth()  # the admin chart's queue depth, once a tick
-    for batch_id in buffer.recover_expired():
-        post_batch.delay(batch_id)
-        counts["recovered"] += 1
-    # Batches waiting out a backoff still hold room (an outage must not claim the whole backlog),
-    # but only batches about to be posted hold back a partial one (one failing batch must not stall
-    # a quiet site's events for an hour).
-    room = dispatch_room(settings, buffer.inflight_batches())
-    busy = buffer.busy_batches()
+    for expired in buffer.expired():
+        counts["recovered"] += _recover(buffer, expired)
+    dispatched, deferred = buffer.batch_counts()
+    for batch_id, wait in buffer.release_deferred(dispatch_room(settings, dispatched)):
+        _dispatch(batch_id, wait)
+        counts["released"] += 1
+    # Deferred batches still hold room (an outage must not claim the whole backlog), but only batches
+    # dispatched hold back a partial one (one failing batch must not stall a quiet site's events).
+    room = dispatch_room(settings, dispatched + deferred)
+    busy = dispatched + counts["released"]
     # A tick never runs past the next one, however deep the backlog.
     deadline = time.monotonic() + settings.flush_interval
     while room > 0 and time.monotonic() < deadline:
@@ -135,28 +143,68 @@ def flush_events() -> dict[str, int]:
     return counts
 
 
-def _later(batch_id: str, attempt: int, wait: float) -> None:
+def _recover(buffer: Buffer, expired: Expired) -> int:
+    """Re-dispatch a batch whose lease ran out; a death of its owner counts toward isolating it."""
     settings = get_settings()
-    delay = countdown(settings, wait)
-    new_id = get_buffer().handoff(batch_id, delay + settings.lease_seconds)
-    if new_id:
-        post_batch.apply_async((new_id,), {"attempt": attempt}, countdown=delay)
+    if expired.owner:
+        action = after_death(expired.record, buffer.now(), settings)
+    else:  # the message was lost (a flush or worker died before it ran): just send another
+        action = Action(Kind.RETRY, expired.record)
+    done = buffer.execute(expired.batch_id, expired.owner, action, recovering=True)
+    if not done.owned:
+        return 0  # its attempt finished meanwhile
+    if expired.owner:
+        _log_decision(expired.batch_id, "lease ran out while posting", action, done)
+    if done.buried:
+        buffer.record_dead_lettered(done.buried)
+    for batch_id, wait in done.dispatch:
+        _dispatch(batch_id, wait)
+    return 1
+
+
+def _dispatch(batch_id: str, wait: float) -> None:
+    if wait > 0:
+        post_batch.apply_async((batch_id,), countdown=wait)
+    else:
+        post_batch.delay(batch_id)
 
 
 @shared_task(name="bento_tasks.post_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def post_batch(batch_id: str, attempt: int = 0) -> str:
-    """Validate and POST one claimed batch; carries only the batch id, never events or secrets."""
+def post_batch(batch_id: str) -> str:
+    """Validate and POST one claimed batch; carries only the batch id, never events or secrets.
+
+    The attempt owns the batch from BEGIN on (a fencing token in Redis): a duplicated, redelivered
+    or late message for the same batch, or one requeued after its worker died, finds it owned, or
+    no longer dispatched, and does nothing.
+    """
     settings = get_settings()
     buffer = get_buffer()
-    begin = buffer.begin(batch_id, rate_interval(settings), MAX_RATE_SLEEP)
-    if begin.stale:
+    token = new_token()
+    begin = buffer.begin(batch_id, token, rate_interval(settings), MAX_RATE_SLEEP)
+    lease_ends = time.monotonic() + begin.wait + settings.lease_seconds
+    if begin.state == "busy":
+        logger.info(
+            "bento_tasks: batch %s is being posted by another attempt (its lease has %.0fs left): "
+            "this message does nothing",
+            batch_id,
+            begin.wait,
+        )
+        return "busy"
+    if begin.state == "stale":
+        logger.debug(
+            "bento_tasks: batch %s is no longer dispatched (delivered, deferred or cut): nothing to do", batch_id
+        )
         return "stale"
-    if not begin.reserved:
-        _later(batch_id, attempt, begin.wait)
+    if begin.state == "soon":
+        post_batch.apply_async((batch_id,), countdown=begin.wait)
         return "deferred"
+    if begin.state == "deferred":
+        logger.debug("bento_tasks: batch %s waits %.1fs (paused or rate limited)", batch_id, begin.wait)
+        return "deferred"
+    assert begin.record is not None
     events, rejected = split_valid(begin.events, settings.max_event_bytes)
     if rejected:
-        buffer.reject(batch_id, rejected)
+        buffer.reject(batch_id, token, rejected)
         buffer.record_dead_lettered(len(rejected))
         logger.warning("bento_tasks: %d invalid event(s) dead-lettered, e.g. %s", len(rejected), rejected[0][1])
         if not events:
@@ -166,57 +214,99 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
     started = time.monotonic()
     outcome = post_events(settings, events)
     seconds = time.monotonic() - started
-    size = len(events)
-    logger.info(
-        "bento_tasks: POST batch=%s events=%d status=%s %.0fms results=%d failed=%d",
-        batch_id,
-        size,
-        outcome.status or outcome.detail,
-        seconds * 1000,
-        outcome.accepted,
-        outcome.failed,
-    )
-    verdict = outcome.verdict
-    action, buried = "retry", 0
-    if verdict is Verdict.DELIVERED:
-        action = "ack"
-        buffer.ack(batch_id, size, outcome.accepted, outcome.failed)
+    took = f"{seconds * 1000:.0f}ms"
+    record = replace(begin.record, size=len(events))
+    delivered = outcome.verdict is Verdict.DELIVERED
+    action = decide(outcome, record, Health() if delivered else buffer.health(), settings)
+    report = {"batch_size": len(events), "results": outcome.accepted, "failed": outcome.failed}
+    done = _finish(buffer, batch_id, token, action, report, lease_ends)
+    if delivered:
+        logger.info(
+            "bento_tasks: POST batch=%s events=%d status=%s %s results=%d failed=%d",
+            batch_id,
+            len(events),
+            outcome.status,
+            took,
+            outcome.accepted,
+            outcome.failed,
+        )
+        if not done.owned:
+            logger.warning(
+                "bento_tasks: Bento accepted batch %s after its lease ran out and another attempt took it over: "
+                "its events may reach Bento twice",
+                batch_id,
+            )
         if outcome.failed:
             logger.warning(
-                "bento_tasks: Bento reported %d of %d events failed in batch %s", outcome.failed, size, batch_id
+                "bento_tasks: Bento reported %d of %d events failed in batch %s", outcome.failed, len(events), batch_id
             )
-    elif verdict is Verdict.RATE_LIMITED:
-        _, left = buffer.pause(outcome.retry_after or backoff_delay(settings, attempt))
-        _later(batch_id, attempt, left)
-    elif verdict is Verdict.CONFIG:
-        started_pause, left = buffer.pause(settings.config_error_pause)
-        if started_pause:
-            logger.error(
-                "bento_tasks: Bento answered %s: check BENTO_PUBLISHABLE_KEY, BENTO_SECRET_KEY, BENTO_SITE_UUID "
-                "and BENTO_API_URL (%s); delivery paused %.0fs, events kept. Bento said: %s",
-                outcome.status,
-                settings.events_url,
-                left,
-                outcome.detail[:200],
-            )
-        _later(batch_id, attempt, left)
-    elif verdict is Verdict.SPLIT:
-        if size == 1:
-            action = "bury"
-            buried = buffer.bury(batch_id, f"Bento refused the event: {outcome.detail}", outcome.status, attempt + 1)
-        else:
-            action = "split"
-            for half in buffer.split(batch_id) or ():
-                post_batch.delay(half)
-    elif attempt >= settings.max_retries:
-        action = "bury"
-        buried = buffer.bury(batch_id, f"retries exhausted: {outcome.detail}", outcome.status, attempt + 1)
-        logger.error("bento_tasks: batch %s dead-lettered after %d attempts (%d events)", batch_id, attempt + 1, buried)
     else:
-        if outcome.retry_after:
-            # Bento said when to come back: hold every worker, not just this batch.
-            buffer.pause(outcome.retry_after)
-        _later(batch_id, attempt + 1, backoff_delay(settings, attempt, outcome.retry_after))
-    delivered = outcome.accepted if verdict is Verdict.DELIVERED else 0
-    buffer.record_post(PostSample(outcome.status, size, delivered, outcome.failed, seconds, action, buried))
-    return verdict.value
+        what = f"POST events={len(events)} status={outcome.status or outcome.detail[:120]} {took}"
+        _log_decision(batch_id, what, action, done)
+    for piece, wait in done.dispatch:
+        _dispatch(piece, wait)
+    # Only the owner's ACK counts a delivery, in the series as in the stats.
+    accepted = outcome.accepted if delivered and done.owned else 0
+    buffer.record_post(
+        PostSample(outcome.status, len(events), accepted, outcome.failed, seconds, action.kind.value, done.buried)
+    )
+    return outcome.verdict.value
+
+
+def _finish(
+    buffer: Buffer, batch_id: str, token: str, action: Action, report: dict[str, int], lease_ends: float
+) -> Done:
+    """Record the outcome, retrying while the lease lasts if Redis is briefly unreachable or full.
+
+    Giving up would leave the batch to lease recovery, which re-sends it: after a 2xx, a duplicate.
+    """
+    while True:
+        try:
+            return buffer.execute(batch_id, token, action, report=report)
+        except BufferUnavailable as exc:
+            if time.monotonic() + FINISH_RETRY >= lease_ends:
+                raise
+            logger.warning("bento_tasks: batch=%s: %s; trying again in %.1fs", batch_id, exc, FINISH_RETRY)
+            time.sleep(FINISH_RETRY)
+
+
+def _log_decision(batch_id: str, what: str, action: Action, done: Done) -> None:
+    """One WARNING per attempt that did not deliver, saying what happens next; ERROR for dead letters and pauses."""
+    if not done.owned:
+        logger.warning("bento_tasks: batch=%s %s; another attempt took it over meanwhile: nothing done", batch_id, what)
+        return
+    if action.kind is Kind.BURY:
+        logger.error(
+            "bento_tasks: batch=%s %s: %d event(s) dead-lettered: %s", batch_id, what, done.buried, action.reason
+        )
+        return
+    if action.kind is Kind.SPLIT:
+        pieces = len(done.dispatch)
+        logger.warning(
+            "bento_tasks: batch=%s %s: cut into %d batches of up to %d events (%s)",
+            batch_id,
+            what,
+            pieces,
+            action.piece,
+            action.reason,
+        )
+        return
+    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=done.wait)
+    logger.warning(
+        "bento_tasks: batch=%s %s: retry in %.1fs (at %s; %d failed attempt(s)): %s",
+        batch_id,
+        what,
+        done.wait,
+        at.isoformat(timespec="seconds"),
+        action.record.attempts,
+        action.reason[:300],
+    )
+    if done.pause_started:
+        until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=done.pause_left)
+        logger.error(
+            "bento_tasks: delivery paused %.0fs (until %s): %s. Once fixed, `bento-tasks resume` "
+            "sends the waiting batches at the next flush.",
+            done.pause_left,
+            until.isoformat(timespec="seconds"),
+            action.reason[:300],
+        )

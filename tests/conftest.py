@@ -169,26 +169,30 @@ def start_worker(bento_env, broker_url, tmp_path):
 
 
 class Dispatches:
-    """Stands in for ``post_batch`` inside the tasks module; records what would be sent."""
+    """Stands in for ``post_batch`` inside the tasks module; records what would be sent.
+
+    ``pending`` and ``sent`` hold ``(batch_id, countdown)``; ``run_next`` runs the oldest pending
+    message at once, whatever its countdown.
+    """
 
     def __init__(self, task) -> None:
         self.task = task
-        self.pending: list[tuple[str, int, float]] = []
-        self.sent: list[tuple[str, int, float]] = []
+        self.pending: list[tuple[str, float]] = []
+        self.sent: list[tuple[str, float]] = []
         self.lock = threading.Lock()
 
-    def delay(self, batch_id: str, attempt: int = 0) -> None:
-        self.apply_async((batch_id,), {"attempt": attempt})
+    def delay(self, batch_id: str) -> None:
+        self.apply_async((batch_id,))
 
     def apply_async(self, args, kwargs=None, countdown: float = 0) -> None:
-        call = (args[0], (kwargs or {}).get("attempt", 0), countdown)
+        call = (args[0], countdown)
         with self.lock:
             self.pending.append(call)
             self.sent.append(call)
 
     def run_next(self) -> str:
-        batch_id, attempt, _ = self.pending.pop(0)
-        return self.task.run(batch_id, attempt)
+        batch_id, _ = self.pending.pop(0)
+        return self.task.run(batch_id)
 
     def run_all(self, limit: int = 1000) -> list[str]:
         results = []

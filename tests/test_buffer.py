@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 import redis
 from conftest import claim_events
 
-from bento_tasks.buffer import Buffer
+from bento_tasks.buffer import Buffer, dead_letter_header, new_token
+from bento_tasks.policy import Action, Kind
 
 
 def _events(n: int, start: int = 0) -> list[bytes]:
@@ -24,13 +26,14 @@ def test_claim_takes_at_most_batch_size_in_order(buffer, monkeypatch):
     assert items == _events(1000)
     assert buffer.redis.llen(buffer.queue_key) == 1500
     assert buffer.redis.zscore(buffer.inflight_key, batch_id) is not None
+    assert float(buffer.redis.hget(buffer.meta_key(batch_id), "created")) > 0
     assert buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1) == items
 
 
 def test_claim_on_empty_queue_returns_none(buffer):
     """An empty queue claims nothing and leaves no lease behind."""
     assert claim_events(buffer) is None
-    assert buffer.inflight_batches() == 0
+    assert buffer.batch_counts() == (0, 0)
 
 
 def test_claim_stops_at_byte_budget_but_takes_an_oversized_first_event(bento_env, monkeypatch, redis_url):
@@ -71,11 +74,18 @@ def test_concurrent_claims_never_share_an_event(buffer, redis_url):
     assert all(len(batch) <= 1000 for batch in taken)
 
 
+def take(buffer, n: int = 3, start: int = 0):
+    """Queue n events, claim them and BEGIN an attempt: (batch id, token, events, Begin)."""
+    buffer.push(*_events(n, start))
+    batch_id, items = claim_events(buffer)
+    token = new_token()
+    return batch_id, token, items, buffer.begin(batch_id, token, interval=0, max_sleep=1)
+
+
 def test_reject_moves_invalid_events_to_dead_letters(buffer):
     """Rejected events leave the batch for the dead letters, with their reason."""
-    buffer.push(*_events(3))
-    batch_id, items = claim_events(buffer)
-    left = buffer.reject(batch_id, [(items[1], "email: bad")])
+    batch_id, token, items, _ = take(buffer)
+    left = buffer.reject(batch_id, token, [(items[1], "email: bad")])
     assert left == 2
     assert buffer.redis.lrange(buffer.batch_key(batch_id), 0, -1) == [items[0], items[2]]
     [letter] = buffer.dead_letters()
@@ -83,88 +93,150 @@ def test_reject_moves_invalid_events_to_dead_letters(buffer):
 
 
 def test_reject_of_every_event_drops_the_lease(buffer):
-    """A batch left empty by the flush's validation is not left in flight."""
-    buffer.push(*_events(1))
-    batch_id, items = claim_events(buffer)
-    assert buffer.reject(batch_id, [(items[0], "bad")]) == 0
-    assert buffer.inflight_batches() == 0
+    """A batch left empty by the post task's validation is not left in flight."""
+    batch_id, token, items, _ = take(buffer, 1)
+    assert buffer.reject(batch_id, token, [(items[0], "bad")]) == 0
+    assert buffer.batch_counts() == (0, 0)
     assert buffer.status()["dead"] == 1
 
 
-def test_begin_returns_events_and_ack_removes_them(buffer):
-    """BEGIN hands over the events; ACK deletes batch and lease and counts the delivery."""
-    buffer.push(*_events(10))
-    batch_id, items = claim_events(buffer)
-    begin = buffer.begin(batch_id, interval=0, max_sleep=1)
-    assert begin.reserved and list(begin.events) == items and begin.wait == 0
-    assert buffer.ack(batch_id, 10, 10, 0) is True
+def test_begin_returns_events_and_record_and_ack_removes_them(buffer):
+    """BEGIN hands the attempt the events and the batch's record; ACK deletes batch, record and lease and counts."""
+    batch_id, token, items, begin = take(buffer, 10)
+    assert begin.state == "go" and list(begin.events) == items and begin.wait == 0
+    assert begin.record.size == 10 and begin.record.attempts == 0 and begin.record.created > 0
+    assert buffer.execute(batch_id, token, Action(Kind.ACK, begin.record), report=_report(10)).owned
     status = buffer.status()
     assert (status["in_flight"], status["delivered"], status["batches_in_flight"]) == (0, 10, 0)
+    assert not buffer.redis.exists(buffer.meta_key(batch_id))
+    assert buffer.health().accepted_at is not None
 
 
-def test_begin_on_handed_over_batch_is_stale(buffer):
-    """A message naming a batch id that was handed over does nothing."""
-    buffer.push(*_events(1))
-    batch_id, _ = claim_events(buffer)
-    new_id = buffer.handoff(batch_id, lease=60)
-    assert new_id and new_id != batch_id
-    assert buffer.begin(batch_id, 0, 1).stale
-    assert buffer.begin(new_id, 0, 1).reserved
+def test_only_the_owning_attempt_can_act(buffer):
+    """While an attempt owns a batch, a second BEGIN is refused, and no step taken with another token does anything."""
+    batch_id, token, _, begin = take(buffer, 5)
+    other = new_token()
+    assert buffer.begin(batch_id, other, 0, 1).state == "busy"
+    for action in (
+        Action(Kind.ACK, begin.record),
+        Action(Kind.RETRY, begin.record, delay=10),
+        Action(Kind.SPLIT, begin.record, piece=2),
+        Action(Kind.BURY, begin.record, reason="x"),
+    ):
+        assert not buffer.execute(batch_id, other, action, report=_report(5)).owned
+    assert buffer.reject(batch_id, other, [(b"x", "bad")]) == -1
+    status = buffer.status()
+    assert (status["in_flight"], status["delivered"], status["dead"]) == (5, 0, 0)
+    assert buffer.execute(batch_id, token, Action(Kind.ACK, begin.record), report=_report(5)).owned
+    assert not buffer.execute(batch_id, token, Action(Kind.ACK, begin.record), report=_report(5)).owned
+    assert buffer.status()["delivered"] == 5  # counted once
+
+
+def test_a_retry_stores_the_record_and_defers_or_redispatches(buffer):
+    """RETRY keeps the record in Redis; a short wait stays dispatched (a countdown), a long one waits deferred."""
+    batch_id, token, _, begin = take(buffer, 2)
+    record = replace(begin.record, attempts=3, unanswered=1, last_status=503, last_detail="down")
+    done = buffer.execute(batch_id, token, Action(Kind.RETRY, record, delay=0.2, unanswered=1))
+    assert done.dispatch == ((batch_id, 0.2),)
+    again = buffer.begin(batch_id, new_token(), 0, 1)
+    assert again.state == "go" and (again.record.attempts, again.record.unanswered) == (3, 1)
+    assert again.record.last_detail == "down" and buffer.status()["unanswered"] == 1
+    done = buffer.execute(batch_id, _owner(buffer, batch_id), Action(Kind.RETRY, record, delay=60))
+    assert done.dispatch == () and 59 < done.wait <= 60
+    assert buffer.batch_counts() == (0, 1)
+    assert buffer.begin(batch_id, new_token(), 0, 1).state == "stale"  # a late message for a deferred batch
 
 
 def test_rate_limiter_spaces_posts_across_callers(buffer):
-    """The shared GCRA gives one slot per interval; a caller beyond max_sleep gets no slot."""
+    """The shared GCRA gives one slot per interval; a caller beyond max_sleep gets none and waits deferred."""
     ids = []
-    for _ in range(2):
-        buffer.push(*_events(1))
+    for n in range(3):
+        buffer.push(*_events(1, n))
         ids.append(claim_events(buffer)[0])
-    first = buffer.begin(ids[0], interval=10, max_sleep=1)
-    second = buffer.begin(ids[1], interval=10, max_sleep=1)
-    assert first.reserved and first.wait == 0
-    assert not second.reserved and 9 < second.wait <= 10
-    third = buffer.begin(ids[1], interval=10, max_sleep=30)
-    assert third.reserved and 9 < third.wait <= 10
+    first = buffer.begin(ids[0], new_token(), interval=10, max_sleep=1)
+    second = buffer.begin(ids[1], new_token(), interval=10, max_sleep=1)
+    assert first.state == "go" and first.wait == 0
+    assert second.state == "deferred" and 9 < second.wait <= 10
+    third = buffer.begin(ids[2], new_token(), interval=10, max_sleep=30)
+    assert third.state == "go" and 9 < third.wait <= 10
 
 
-def test_pause_blocks_begin_and_reports_who_started_it(buffer):
-    """A pause holds every POST back; only the call that started it says so."""
-    buffer.push(*_events(1))
-    batch_id, _ = claim_events(buffer)
-    started, left = buffer.pause(30)
-    again, _ = buffer.pause(5)
-    assert started and not again and 29 < left <= 30
-    begin = buffer.begin(batch_id, 0, 1)
-    assert not begin.reserved and begin.wait > 29
-    assert buffer.status()["paused_until"] is not None
+def test_a_pause_holds_every_post_and_says_who_started_it(buffer):
+    """A RETRY with a pause stops every BEGIN until it ends; only the call that started it says so."""
+    batch_id, token, _, begin = take(buffer, 1)
+    done = buffer.execute(batch_id, token, Action(Kind.RETRY, begin.record, delay=30, pause=30))
+    assert done.pause_started and 29 < done.pause_left <= 30 and done.dispatch == ()
+    *_, other = take(buffer, 1, start=1)
+    assert other.state == "deferred" and other.wait > 29
+    assert buffer.status()["paused_until"] is not None and buffer.status()["batches_deferred"] == 2
 
 
-def test_recover_expired_hands_over_only_dead_leases(buffer, monkeypatch):
-    """Only batches whose lease ran out are re-dispatched, each exactly once."""
-    buffer.push(*_events(2000))
-    live_id, _ = claim_events(buffer)
-    dead_id, _ = claim_events(buffer)
-    buffer.redis.zadd(buffer.inflight_key, {dead_id: 1})  # lease ran out long ago
-    recovered = list(buffer.recover_expired())
-    assert len(recovered) == 1 and recovered[0] not in (live_id, dead_id)
-    assert list(buffer.recover_expired()) == []
-    assert buffer.begin(dead_id, 0, 1).stale
+def test_resume_ends_the_pause_and_makes_waiting_batches_due(buffer):
+    """resume clears the pause (not the run of identical refusals); the next release dispatches every deferred
+    batch at once."""
+    batch_id, token, _, begin = take(buffer, 1)
+    buffer.execute(batch_id, token, Action(Kind.RETRY, begin.record, delay=300, pause=300))
+    buffer.redis.hset(buffer.refusals_key, mapping={"answer": "400 x", "count": 5})
+    assert buffer.release_deferred(10) == []
+    assert buffer.resume() == (True, 1)
+    assert buffer.status()["paused_until"] is None and buffer.health().refusals == 5
+    assert buffer.release_deferred(10) == [(batch_id, 0.0)]
+    assert buffer.begin(batch_id, new_token(), 0, 1).state == "go"
+    assert buffer.resume() == (False, 0)
 
 
-def test_split_halves_a_batch(buffer):
-    """SPLIT replaces a batch with two leased halves holding every event once."""
-    buffer.push(*_events(5))
-    batch_id, items = claim_events(buffer)
-    left, right = buffer.split(batch_id)
-    assert buffer.redis.lrange(buffer.batch_key(left), 0, -1) == items[:2]
-    assert buffer.redis.lrange(buffer.batch_key(right), 0, -1) == items[2:]
-    assert buffer.inflight_batches() == 2 and buffer.begin(batch_id, 0, 1).stale
+def test_release_dispatches_batches_due_before_the_next_flush(buffer):
+    """Deferred batches due within one flush interval come back with the countdown left; later ones stay."""
+    soon_id, soon_token, _, soon = take(buffer, 1)
+    late_id, late_token, _, late = take(buffer, 1, start=1)
+    buffer.execute(soon_id, soon_token, Action(Kind.RETRY, soon.record, delay=0.2))  # dispatched: within horizon
+    buffer.redis.zadd(buffer.deferred_key, {soon_id: buffer.now() + 0.3})  # as if deferred earlier
+    buffer.redis.zrem(buffer.inflight_key, soon_id)
+    buffer.execute(late_id, late_token, Action(Kind.RETRY, late.record, delay=60))
+    [(released, countdown)] = buffer.release_deferred(10)
+    assert released == soon_id and 0 < countdown <= 0.3
+    assert buffer.batch_counts() == (1, 1)
+
+
+def test_expired_leases_are_reported_with_their_owner(buffer):
+    """A lapsed lease is reported once per flush, with the owning attempt's token when one had taken the batch."""
+    buffer.push(*_events(1000))
+    orphan, _ = claim_events(buffer)
+    owned, token, _, _ = take(buffer, 1, start=5000)
+    buffer.push(*_events(1, 6000))
+    live, _ = claim_events(buffer)  # dispatched, lease still running
+    for batch_id in (orphan, owned):
+        buffer.redis.zadd(buffer.inflight_key, {batch_id: 1})  # lease ran out long ago
+    expired = {e.batch_id: e for e in buffer.expired()}
+    assert set(expired) == {orphan, owned}
+    assert expired[orphan].owner == "" and expired[owned].owner == token
+    assert expired[orphan].record.size == 1000 and expired[owned].record.size == 1
+    # re-dispatching the orphan (no owner): the same id, a new lease, nothing counted
+    done = buffer.execute(orphan, "", Action(Kind.RETRY, expired[orphan].record), recovering=True)
+    assert done.dispatch == ((orphan, 0.0),)
+    assert {e.batch_id for e in buffer.expired()} == {owned}
+    assert not buffer.execute(live, "", Action(Kind.RETRY, expired[orphan].record), recovering=True).owned
+
+
+def test_split_cuts_into_pieces_that_inherit_the_copy_counters(buffer):
+    """SPLIT replaces a batch with leased pieces holding every event once; pieces keep unanswered and deaths."""
+    batch_id, token, items, begin = take(buffer, 5)
+    record = replace(begin.record, attempts=7, isolated=3, unanswered=2, deaths=1, first_failure=123.0)
+    done = buffer.execute(batch_id, token, Action(Kind.SPLIT, record, piece=2, deaths=1))
+    pieces = [piece for piece, _ in done.dispatch]
+    assert [buffer.redis.lrange(buffer.batch_key(p), 0, -1) for p in pieces] == [items[:2], items[2:4], items[4:]]
+    assert buffer.batch_counts() == (3, 0) and buffer.begin(batch_id, new_token(), 0, 1).state == "stale"
+    piece = buffer.begin(pieces[0], new_token(), 0, 1).record
+    assert (piece.attempts, piece.isolated, piece.unanswered, piece.deaths) == (0, 0, 2, 1)
+    assert piece.first_failure == 123.0 and piece.created >= record.created
+    assert buffer.status()["worker_deaths"] == 1
 
 
 def test_bury_keeps_each_event_with_reason_status_and_attempts(buffer):
     """A dead-lettered batch keeps every event, the reason, the HTTP status and the attempt count."""
-    buffer.push(*_events(3))
-    batch_id, items = claim_events(buffer)
-    assert buffer.bury(batch_id, "retries exhausted: 503", 503, 41) == 3
+    batch_id, token, items, begin = take(buffer, 3)
+    record = replace(begin.record, attempts=41, last_status=503)
+    assert buffer.execute(batch_id, token, Action(Kind.BURY, record, reason="retries exhausted: 503")).buried == 3
     letters = buffer.dead_letters()
     assert [letter.event for letter in letters] == items
     assert buffer.dead_letters(0) == [] and len(buffer.dead_letters(2)) == 2
@@ -174,15 +246,71 @@ def test_bury_keeps_each_event_with_reason_status_and_attempts(buffer):
     assert buffer.status()["in_flight"] == 0
 
 
+def test_refused_singles_build_a_run_that_an_accept_ends(buffer):
+    """Each refused single extends the run of identical answers; another answer restarts it; an ACK ends it."""
+    for n, answer in enumerate(["422 x", "422 x", "400 y"]):
+        batch_id, token, _, begin = take(buffer, 1, start=n)
+        buffer.execute(batch_id, token, Action(Kind.BURY, begin.record, reason="refused", refusal=answer))
+        if n == 1:
+            assert (buffer.health().refusal, buffer.health().refusals) == ("422 x", 2)
+    assert (buffer.health().refusal, buffer.health().refusals) == ("400 y", 1)
+    batch_id, token, _, begin = take(buffer, 1, start=9)
+    buffer.execute(batch_id, token, Action(Kind.ACK, begin.record), report=_report(1))
+    assert buffer.health().refusals == 0
+
+
 def test_replay_moves_dead_letters_back_to_the_queue(buffer):
     """Replay by reason puts exactly those events back on the queue."""
-    buffer.push(*_events(2))
-    batch_id, items = claim_events(buffer)
-    buffer.reject(batch_id, [(items[0], "email: bad"), (items[1], "type: bad")])
+    batch_id, token, items, _ = take(buffer, 2)
+    buffer.reject(batch_id, token, [(items[0], "email: bad"), (items[1], "type: bad")])
     assert buffer.replay("email") == 1
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [items[0]]
     assert buffer.replay() == 1
     assert buffer.status()["dead"] == 0 and buffer.status()["queued"] == 2
+
+
+def test_replay_by_reason_walks_a_large_mix_once(buffer, monkeypatch):
+    """Across several windows, replay --reason moves exactly the matching letters, in order, and keeps the
+    others in order; the reason is matched in the header only, never in the event."""
+    from bento_tasks import buffer as buffer_module
+
+    monkeypatch.setattr(buffer_module, "REPLAY_WINDOW", 7)
+    letters = []
+    for n in range(50):
+        reason = "unanswered: no answer" if n % 3 == 0 else "Bento refused the event"
+        event = json.dumps({"type": "t", "email": f"u{n}@example.com", "fields": {"note": "unanswered"}}).encode()
+        letters.append((reason, event))
+        buffer.redis.rpush(buffer.dead_key, dead_letter_header(reason) + b"\n" + event)
+    buffer.redis.rpush(buffer.dead_key, b"not a dead letter")
+    assert buffer.replay("unanswered") == 17
+    assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [e for r, e in letters if r.startswith("unanswered")]
+    kept = buffer.redis.lrange(buffer.dead_key, 0, -1)
+    assert [k.partition(b"\n")[2] for k in kept[:-1]] == [e for r, e in letters if not r.startswith("unanswered")]
+    assert kept[-1] == b"not a dead letter"
+
+
+def test_purge_deletes_every_dead_letter(buffer):
+    """purge_dead empties the list and says how many it deleted."""
+    buffer.redis.rpush(buffer.dead_key, *[dead_letter_header("x") + b"\n{}" for _ in range(5)])
+    assert buffer.purge_dead() == 5 and buffer.status()["dead"] == 0
+
+
+def test_memory_policy_is_read_from_redis(buffer):
+    """The buffer reads maxmemory-policy (noeviction on the test server), and sees it change."""
+    assert buffer.memory_policy() == "noeviction"
+    buffer.redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        assert buffer.memory_policy() == "allkeys-lru" and buffer.status()["maxmemory_policy"] == "allkeys-lru"
+    finally:
+        buffer.redis.config_set("maxmemory-policy", "noeviction")
+
+
+def _report(size: int) -> dict[str, int]:
+    return {"batch_size": size, "results": size, "failed": 0}
+
+
+def _owner(buffer, batch_id: str) -> str:
+    return buffer.redis.hget(buffer.meta_key(batch_id), "owner").decode()
 
 
 def test_scripts_survive_a_script_flush(buffer):
@@ -205,6 +333,6 @@ def test_full_only_claim_leaves_a_short_queue_alone(buffer):
     buffer.push(*_events(999))
     assert claim_events(buffer, full_only=True) is None
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == _events(999)
-    assert buffer.inflight_batches() == 0
+    assert buffer.batch_counts() == (0, 0)
     buffer.push(*_events(1, start=999))
     assert len(claim_events(buffer, full_only=True)[1]) == 1000

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, claim_events, free_port, run_cli, wait_until
+from conftest import ROOT, free_port, run_cli, wait_until
 
 from bento_tasks import conf, tasks, track
 from bento_tasks.client import Verdict, post_events
@@ -24,8 +24,10 @@ def test_status_json_counts_events(bento_env, buffer, module):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert (status["queued"], status["in_flight"], status["dead"]) == (200, 1000, 0)
-    assert all(isinstance(status[k], int) for k in ("queued", "in_flight", "dead", "delivered", "failed"))
+    counts = ("queued", "in_flight", "dead", "delivered", "failed", "unanswered", "worker_deaths", "batches_deferred")
+    assert all(isinstance(status[k], int) for k in counts)
     assert status["paused_until"] is None and 0 <= status["oldest_queued_age"] < 60
+    assert status["maxmemory_policy"] == "noeviction"
     assert bento_env["BENTO_SECRET_KEY"] not in result.stdout + result.stderr
 
 
@@ -45,7 +47,7 @@ def test_status_check_fails_when_paused_or_stale(bento_env, buffer):
     stale = run_cli(bento_env, "status", "--check", "--max-age", "60")
     assert stale.returncode == 1 and "oldest queued event" in stale.stderr
     assert run_cli(bento_env, "status", "--check", "--max-age", "1e12").returncode == 0
-    buffer.pause(60)
+    pause(buffer, 60)
     paused = run_cli(bento_env, "status", "--check", "--max-age", "1e12")
     assert paused.returncode == 1 and "paused" in paused.stderr
 
@@ -63,12 +65,31 @@ def test_refused_setting_is_named(bento_env):
     assert result.returncode == 2 and "BENTO_BATCH_SIZE is 'lots': expected a whole number" in result.stderr
 
 
+def pause(buffer, seconds: float) -> None:
+    buffer.redis.set(buffer.paused_key, str(buffer.now() + seconds))
+
+
+def test_resume_ends_the_pause_and_makes_waiting_batches_due(bento_env, buffer):
+    """resume ends a pause and makes every deferred batch due now; the health check passes again."""
+    for i in range(3):
+        track("signup", f"u{i}@example.com")
+    batch_id, _ = buffer.claim()
+    pause(buffer, 3600)
+    assert buffer.begin(batch_id, "attempt", interval=0, max_sleep=1).state == "deferred"
+    result = run_cli(bento_env, "resume")
+    assert result.returncode == 0, result.stderr
+    assert "pause ended" in result.stdout and "1 waiting batch(es) go at the next flush" in result.stdout
+    assert buffer.status()["paused_until"] is None
+    assert buffer.release_deferred(10) == [(batch_id, 0.0)]
+    assert run_cli(bento_env, "status", "--check").returncode == 0
+    again = run_cli(bento_env, "resume")
+    assert "not paused" in again.stdout and "0 waiting" in again.stdout
+
+
 def test_dead_list_replay_and_purge(bento_env, buffer):
     """dead list shows event, reason, status and time; replay --reason requeues; purge needs --yes."""
-    buffer.push(b'{"type":"t","email":"bad"}', b'{"type":"t","email":"a@example.com","x":1}')
-    batch_id, items = claim_events(buffer)
-    buffer.reject(batch_id, [(items[0], "invalid Bento event: email: Not a valid email address.")])
-    buffer.reject(batch_id, [(items[1], "invalid Bento event: x: Unknown field.")])
+    buffer.bury_event(b'{"type":"t","email":"bad"}', "invalid Bento event: email: Not a valid email address.")
+    buffer.bury_event(b'{"type":"t","email":"a@example.com","x":1}', "invalid Bento event: x: Unknown field.")
 
     listed = json.loads(run_cli(bento_env, "dead", "list", "--json").stdout)
     letters = listed["dead_letters"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,9 @@ def test_build_post_joins_encoded_events_without_reencoding():
         (502, Verdict.RETRY),
         (503, Verdict.RETRY),
         (504, Verdict.RETRY),
-        (400, Verdict.SPLIT),
-        (413, Verdict.SPLIT),
-        (422, Verdict.SPLIT),
+        (400, Verdict.REFUSED),
+        (413, Verdict.REFUSED),
+        (422, Verdict.REFUSED),
         (401, Verdict.CONFIG),
         (403, Verdict.CONFIG),
         (404, Verdict.CONFIG),
@@ -59,10 +60,11 @@ def test_classify_reads_results_and_failed():
     assert (outcome.accepted, outcome.failed) == (7, 3)
 
 
-@pytest.mark.parametrize("body", [b"<html>ok</html>", b"{}", b"[]", b'{"results": "many"}'])
-def test_a_2xx_without_bentos_answer_is_retried(body):
-    """A 2xx that does not carry {"results": N} (a proxy or maintenance page) does not delete the batch."""
-    assert classify(200, {}, body, 10, now=0).verdict is Verdict.RETRY
+@pytest.mark.parametrize("body", [b"<html>ok</html>", b"{}", b"[]", b'{"results": "many"}', b'{"results": 10'])
+def test_a_2xx_without_bentos_answer_is_unanswered(body):
+    """A 2xx that does not carry {"results": N} (a proxy page, a truncated answer) does not delete the batch:
+    it is retried as a lost answer, since Bento may have recorded the events."""
+    assert classify(200, {}, body, 10, now=0).verdict is Verdict.UNANSWERED
 
 
 def test_retry_after_seconds_and_http_date():
@@ -106,8 +108,8 @@ def test_wrong_key_is_a_configuration_fault(fake):
     assert (outcome.verdict, outcome.status) == (Verdict.CONFIG, 401)
 
 
-def test_connection_refused_and_timeouts_are_retried(fake):
-    """Network failures become RETRY, and their detail never carries the secret key."""
+def test_connection_refused_is_retried_as_never_sent(fake):
+    """A refused connection cannot have reached Bento: RETRY, and its detail never carries the secret key."""
     settings = _settings_for(fake)
     fake.stop()
     refused = post_events(settings, EVENTS)
@@ -115,11 +117,40 @@ def test_connection_refused_and_timeouts_are_retried(fake):
     assert settings.secret_key not in refused.detail
 
 
-def test_read_timeout_is_retried(fake):
-    """A server slower than BENTO_TIMEOUT is a RETRY."""
+def test_read_timeout_is_unanswered(fake):
+    """A server slower than BENTO_TIMEOUT had the request: UNANSWERED (Bento may have recorded it)."""
     fake.delay = 1.0
     outcome = post_events(_settings_for(fake, timeout=0.2), EVENTS)
-    assert outcome.verdict is Verdict.RETRY and "Timeout" in outcome.detail
+    assert outcome.verdict is Verdict.UNANSWERED and "Timeout" in outcome.detail
+    assert len(fake.events) == 2
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body trickles", "headers trickle"])
+def test_a_trickling_answer_is_cut_off_at_the_deadline(fake, headers):
+    """An answer sent a byte at a time (no single read times out) is cut off at connect + read timeout, in the
+    body as in the headers: UNANSWERED, long before the trickle would end."""
+    fake.trickle(20, headers=headers)
+    settings = _settings_for(fake, timeout=1.0, connect_timeout=0.5)
+    started = time.monotonic()
+    outcome = post_events(settings, EVENTS)
+    assert time.monotonic() - started < 10  # cut at 1.5 s, not after the 20 s trickle
+    assert outcome.verdict is Verdict.UNANSWERED and "within 1.5s" in outcome.detail
+    fake.trickle(0)
+    assert post_events(settings, EVENTS).verdict is Verdict.DELIVERED  # the cut connection is not reused
+
+
+def test_a_slow_but_complete_answer_within_the_deadline_is_delivered(fake):
+    """A trickle that ends before the deadline is an ordinary answer."""
+    fake.trickle(0.3)
+    assert post_events(_settings_for(fake, timeout=2.0), EVENTS).verdict is Verdict.DELIVERED
+
+
+def test_a_hang_up_after_bento_recorded_the_batch_is_unanswered(fake):
+    """Bento records the batch and closes the connection without answering: UNANSWERED, never RETRY."""
+    fake.hang_up()
+    outcome = post_events(_settings_for(fake), EVENTS)
+    assert outcome.verdict is Verdict.UNANSWERED and outcome.status is None
+    assert len(fake.events) == 2
 
 
 def test_tls_verification_stays_on():
@@ -130,8 +161,8 @@ def test_tls_verification_stays_on():
     assert "verify" not in Path(client.__file__).read_text().replace("verifies", "")
 
 
-def test_connection_reset_is_retried(fake):
-    """A server that accepts and then resets the connection yields RETRY, not an exception."""
+def test_connection_reset_is_unanswered(fake):
+    """A server that reads the request and then resets the connection yields UNANSWERED, not an exception."""
     import socket
     import struct
     import threading
@@ -154,5 +185,5 @@ def test_connection_reset_is_retried(fake):
     host, port = listener.getsockname()
     outcome = post_events(_settings_for(fake, api_url=f"http://{host}:{port}/api/v1"), EVENTS)
     listener.close()
-    assert outcome.verdict is Verdict.RETRY and outcome.status is None
+    assert outcome.verdict is Verdict.UNANSWERED and outcome.status is None
     assert "Connection" in outcome.detail

@@ -220,3 +220,24 @@ def test_the_redis_url_is_never_echoed(env):
     with pytest.raises(ConfigurationError, match="BENTO_REDIS_URL") as raised:
         conf.get_settings()
     assert "hunter2" not in str(raised.value)
+
+
+def test_isolation_and_copy_limits_are_settings(env):
+    """BENTO_ISOLATE_AFTER, BENTO_MAX_UNANSWERED and BENTO_MAX_WORKER_DEATHS default to 3 and are read; the POST
+    deadline is connect + read timeout and the lease adds the margin to it."""
+    s = conf.get_settings()
+    assert (s.isolate_after, s.max_unanswered, s.max_worker_deaths) == (3, 3, 3)
+    assert (s.post_deadline, s.lease_seconds) == (35.0, 65.0)
+    for name in ("BENTO_ISOLATE_AFTER", "BENTO_MAX_UNANSWERED", "BENTO_MAX_WORKER_DEATHS"):
+        env.setenv(name, "5")
+    conf.reset_settings()
+    s = conf.get_settings()
+    assert (s.isolate_after, s.max_unanswered, s.max_worker_deaths) == (5, 5, 5)
+
+
+@pytest.mark.parametrize("name", ["BENTO_ISOLATE_AFTER", "BENTO_MAX_UNANSWERED", "BENTO_MAX_WORKER_DEATHS"])
+def test_isolation_and_copy_limits_must_be_at_least_one(env, name):
+    """0 would dead-letter or cut every batch at its first failure: refused, naming the setting."""
+    env.setenv(name, "0")
+    with pytest.raises(ConfigurationError, match=f"{name} is '0': expected a whole number, 1 or more"):
+        conf.get_settings()

@@ -59,6 +59,19 @@ def test_a_complete_project_passes_every_check():
     call_command("check")
 
 
+def test_an_evicting_redis_is_a_check_error_naming_noeviction(settings, redis_url):
+    """A buffer Redis whose maxmemory-policy may evict keys is an error (E004) with the exact fix; noeviction passes."""
+    settings.BENTO_REDIS_URL = redis_url
+    assert bento_checks() == []
+    get_buffer().redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        [message] = bento_checks()
+    finally:
+        get_buffer().redis.config_set("maxmemory-policy", "noeviction")
+    assert message.id == "bento_tasks.E004" and "allkeys-lru" in message.msg
+    assert "CONFIG SET maxmemory-policy noeviction" in message.hint
+
+
 def test_missing_keys_are_reported_with_the_line_to_add(settings):
     """A site uuid or secret key missing from Django settings is a `manage.py check` warning naming the setting
     and the line to add (a warning, so a developer without Bento keys can still migrate)."""

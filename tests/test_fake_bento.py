@@ -299,6 +299,14 @@ def test_reject_events_refuses_poison_batch_whole(fake: FakeBento) -> None:
     assert post(fake, batch(poison)).status_code == 200
 
 
+def test_reject_events_with_a_500_plays_an_event_bento_cannot_take(fake: FakeBento) -> None:
+    """reject_events(..., status=500) answers 500 for every batch holding the event, and records none of it."""
+    fake.reject_events(lambda event: event["email"] == "poison@example.com", status=500)
+    assert post(fake, batch(EVENT, {"type": "t", "email": "poison@example.com"})).status_code == 500
+    assert post(fake, batch(EVENT)).status_code == 200
+    assert fake.events == [EVENT]
+
+
 def test_rate_limit_answers_429_with_retry_after() -> None:
     """Past rate_limit_per_minute requests in 60 s, the answer is 429 with Retry-After seconds."""
     with FakeBento(rate_limit_per_minute=3) as fake:
@@ -317,6 +325,82 @@ def test_delay_provokes_read_timeout_after_recording(fake: FakeBento) -> None:
     with pytest.raises(requests.ReadTimeout):
         post(fake, batch(), timeout=(5, 0.1))
     assert fake.events == [EVENT]
+
+
+def test_trickle_sends_the_body_a_byte_at_a_time(fake: FakeBento) -> None:
+    """trickle(s) sends headers at once and spreads the body over s seconds: no single read waits long, so a
+    short read timeout never fires; the events were recorded first."""
+    fake.trickle(0.6)
+    started = time.monotonic()
+    response = post(fake, batch(), timeout=(5, 0.3))
+    assert time.monotonic() - started >= 0.5
+    assert response.status_code == 200 and response.json() == {"results": 1, "failed": 0}
+    assert fake.events == [EVENT]
+
+
+def test_trickle_of_headers_and_times(fake: FakeBento) -> None:
+    """trickle(headers=True) spreads the status line and headers too; times=1 slows only the next answer."""
+    fake.trickle(0.6, headers=True, times=1)
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=5) as sock:
+        body = json.dumps(batch()).encode()
+        request = (
+            f"POST /api/v1/batch/events?site_uuid={fake.site_uuid} HTTP/1.1\r\nHost: x\r\n"
+            "User-Agent: t\r\nContent-Type: application/json\r\n"
+            "Authorization: Basic cHViLWtleTpzZWNyZXQta2V5\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        sock.sendall(request + body)
+        first = sock.recv(100)
+        assert len(first) < 5  # a byte or so at a time, not the whole status line
+    started = time.monotonic()
+    assert post(fake, batch()).status_code == 200
+    assert time.monotonic() - started < 0.5
+
+
+def test_hang_up_records_then_answers_nothing(fake: FakeBento) -> None:
+    """hang_up() records the next accepted batch and closes the connection without an answer; then back to normal."""
+    fake.hang_up()
+    with pytest.raises(requests.ConnectionError):
+        post(fake, batch())
+    assert fake.events == [EVENT] and fake.requests[0].status == 200
+    assert post(fake, batch()).status_code == 200
+    assert len(fake.events) == 2
+
+
+def test_hang_up_every_time_until_stopped(fake: FakeBento) -> None:
+    """hang_up(None) hangs up on every accepted batch; refused ones are still answered; hang_up(0) stops."""
+    fake.hang_up(None)
+    for _ in range(2):
+        with pytest.raises(requests.ConnectionError):
+            post(fake, batch())
+    assert post(fake, batch(), auth=("pub-key", "wrong")).status_code == 401
+    fake.hang_up(0)
+    assert post(fake, batch()).status_code == 200
+    assert len(fake.events) == 3
+
+
+def test_on_request_runs_while_the_client_waits(fake: FakeBento) -> None:
+    """on_request(callback) sees each recorded request, with the client's address, before the answer is sent."""
+    seen: list[tuple[int, tuple[str, int], bool]] = []
+    answered = threading.Event()
+    fake.on_request(lambda request: seen.append((request.status, request.client, answered.is_set())))
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=5) as sock:
+        body = json.dumps(batch()).encode()
+        sock.sendall(
+            (
+                f"POST /api/v1/batch/events?site_uuid={fake.site_uuid} HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n"
+                "Content-Type: application/json\r\nAuthorization: Basic cHViLWtleTpzZWNyZXQta2V5\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        answered.set()
+        local = sock.getsockname()
+    assert seen == [(200, (local[0], local[1]), False)]
+    fake.on_request(None)
+    post(fake, batch())
+    assert len(seen) == 1
 
 
 def test_wait_for_events_blocks_until_delivery(fake: FakeBento) -> None:
@@ -342,10 +426,15 @@ def test_reset_forgets_everything(fake: FakeBento) -> None:
     fake.fail(503, times=5)
     fake.fail_for(60)
     fake.reject_events(lambda event: True)
+    fake.hang_up(None)
+    fake.trickle(30)
+    fake.on_request(lambda request: 1 / 0)
     fake.delay = 5
     fake.reset()
     assert (fake.events, fake.requests, fake.delay) == ([], [], 0.0)
+    started = time.monotonic()
     assert post(fake, batch()).status_code == 200
+    assert time.monotonic() - started < 1
 
 
 def test_chunked_body_is_accepted(fake: FakeBento) -> None:

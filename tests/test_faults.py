@@ -1,18 +1,24 @@
-"""Fault tests: real worker processes killed with SIGKILL, a failing or vanished fake Bento.
+"""Fault tests: real worker processes killed with SIGKILL, a failing, trickling or vanished fake Bento.
 
-Leases are shortened (BENTO_TIMEOUT=2, BENTO_CONNECT_TIMEOUT=1, BENTO_LEASE_MARGIN=1: 4 s) so a
-dead worker's batch comes back in seconds; one test keeps the defaults to pin the two-minute promise.
+Leases are shortened (BENTO_TIMEOUT=2, BENTO_CONNECT_TIMEOUT=1, BENTO_LEASE_MARGIN=1: a 3 s POST
+deadline, a 4 s lease) so a dead worker's batch comes back in seconds; one test keeps the defaults
+to pin the two-minute promise. The tests named ``test_row_*`` are rows of issue 10's experiment table.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections import Counter
 
+import psutil
 import pytest
 from conftest import claim_events, wait_until
 
-from bento_tasks import conf, flush_events, track
+from bento_tasks import conf, flush_events, post_batch, track
+from bento_tasks.policy import copy_bound
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +200,124 @@ def test_rate_limit_shared_by_two_workers_gets_no_429(monkeypatch, bento_env, bu
         assert limited.count_status(429) == 0
         assert sizes.count(100) >= len(sizes) - 1
         assert delivered(limited) == Counter(emails)
+
+
+def test_row_1_duplicated_messages_in_two_workers_post_each_batch_once(
+    short_lease, buffer, fake, celery_app, start_worker
+):
+    """Every post_batch message sent twice, to two workers at once: each batch is POSTed once and delivered counts
+    each event once; the copies of the message do nothing."""
+    emails = queue(5000)
+    fake.delay = 1  # the copies arrive while the first POST waits for its answer
+    for _ in range(5):
+        batch_id, _ = buffer.claim()
+        post_batch.delay(batch_id)
+        post_batch.delay(batch_id)
+    start_worker("a", beat=False)
+    start_worker("b", beat=False)
+    wait_until(lambda: drained(buffer), 40, message="every batch to be acknowledged")
+    print(f"\nrow 1: {len(fake.requests)} POSTs for 10 messages, delivered {buffer.status()['delivered']}")
+    assert delivered(fake) == Counter(emails)
+    assert len(fake.requests) == 5 and buffer.status()["delivered"] == 5000
+
+
+def test_row_2a_an_answer_trickling_past_the_lease_is_cut_at_the_deadline(short_lease, buffer, fake, start_worker):
+    """Headers at once, then the body a byte every 0.4 s for 12 s: the POST is cut off at its 3 s deadline, before the
+    4 s lease, so the batch is never recovered under its live worker; it is re-sent once (Bento kept the first
+    copy: a lost answer) and delivered counts it once."""
+    emails = queue(500)
+    fake.trickle(12, times=1)
+    start_worker()
+    wait_until(lambda: drained(buffer), 30, message="the batch to be acknowledged")
+    status = buffer.status()
+    print(f"\nrow 2a: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, delivered {status['delivered']}")
+    assert len(fake.requests) == 2 and Counter(delivered(fake).values()) == {2: 500}
+    assert set(delivered(fake)) == emails
+    assert (status["delivered"], status["unanswered"], status["worker_deaths"]) == (500, 1, 0)
+
+
+def test_row_2b_a_bento_slow_on_every_answer_gets_a_bounded_number_of_copies(short_lease, buffer, fake, start_worker):
+    """Every answer trickles for 8 s: each POST is cut at its deadline and retried after a wait, not superseded in a
+    loop; after BENTO_MAX_UNANSWERED (3) unanswered POSTs the batch is dead-lettered as 'unanswered'."""
+    queue(500)
+    fake.trickle(8)
+    start_worker()
+    wait_until(lambda: buffer.status()["dead"] == 500, 40, message="the batch to be dead-lettered")
+    status = buffer.status()
+    print(f"\nrow 2b: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {status['dead']} dead")
+    assert len(fake.requests) == 3 and len(fake.events) == 1500
+    assert (status["delivered"], status["unanswered"], status["worker_deaths"], status["in_flight"]) == (0, 3, 0, 0)
+    assert all(letter.reason.startswith("unanswered") for letter in buffer.dead_letters())
+
+
+POISON = "user37@example.com"
+
+
+def _poison_posts(fake) -> list:
+    return [r for r in fake.requests if POISON in r.body.decode()]
+
+
+def _pool_child_posting(worker, port: int) -> int:
+    """The pid of the worker's process holding the client end of this connection (the pool child posting)."""
+    for process in psutil.Process(worker.process.pid).children(recursive=True):
+        if any(c.laddr and c.laddr.port == port for c in process.net_connections("tcp")):
+            return process.pid
+    raise AssertionError(f"no process of the worker holds port {port}")
+
+
+def _check_killer_isolated(buffer, fake, emails) -> None:
+    counts = delivered(fake)
+    print(
+        f"\nrow 3: {len(fake.requests)} POSTs, {len(_poison_posts(fake))} holding the killer, "
+        f"{sum(counts.values()) - len(counts)} duplicates, {buffer.status()['dead']} dead letter(s)"
+    )
+    [letter] = buffer.dead_letters()
+    # 3 deaths whole, 1 as a piece, 1 alone: the count follows the event through the cuts
+    assert POISON in letter.event.decode() and "worker died while posting this event 5 times" in letter.reason
+    assert set(counts) == emails  # the killer too: Bento recorded its batch each time before the kill
+    assert max(counts.values()) <= copy_bound(conf.get_settings())
+    # 16 events: 3 deaths whole, then pieces of 4 (ceil(sqrt(16))): 1 death, then singles: 1 death
+    assert len(_poison_posts(fake)) == 5 and buffer.status()["worker_deaths"] == 5
+
+
+def test_row_3a_a_batch_that_kills_its_pool_child_is_isolated(short_lease, monkeypatch, buffer, fake, start_worker):
+    """The POST of one batch kills the pool child every time: the copy that reject_on_worker_lost requeues finds the
+    batch still owned and does nothing; after 3 deaths the batch is cut, and the one event that still kills ends in
+    the dead letters with that reason; the rest are delivered."""
+    monkeypatch.setenv("BENTO_BATCH_SIZE", "16")
+    conf.reset_settings()
+    emails = queue(64)
+    worker = start_worker(concurrency=1)
+
+    def kill_the_pool_child(request) -> None:
+        if POISON in request.body.decode():
+            os.kill(_pool_child_posting(worker, request.client[1]), signal.SIGKILL)
+
+    fake.on_request(kill_the_pool_child)
+    wait_until(lambda: drained(buffer) and buffer.status()["dead"] == 1, 90, message="the killer to be dead-lettered")
+    _check_killer_isolated(buffer, fake, emails)
+    assert "this message does nothing" in worker.output()  # the requeued copies
+
+
+def test_row_3b_a_batch_that_kills_its_whole_worker_is_isolated(short_lease, monkeypatch, buffer, fake, start_worker):
+    """The POST of one batch SIGKILLs the whole worker (pool, beat and all) every time: restarted workers count the
+    deaths from Redis, isolate the event and deliver the rest."""
+    monkeypatch.setenv("BENTO_BATCH_SIZE", "16")
+    conf.reset_settings()
+    emails = queue(64)
+    current = [start_worker(concurrency=1)]
+    killed = threading.Event()
+
+    def kill_the_worker(request) -> None:
+        if POISON in request.body.decode():
+            current[0].kill()
+            killed.set()
+
+    fake.on_request(kill_the_worker)
+    deadline = time.monotonic() + 150
+    while not (drained(buffer) and buffer.status()["dead"] == 1):
+        assert time.monotonic() < deadline, f"not isolated: {buffer.status()}"
+        if killed.wait(0.2):
+            killed.clear()
+            current[0] = start_worker(concurrency=1)
+    _check_killer_isolated(buffer, fake, emails)

@@ -35,7 +35,7 @@ def test_flush_drains_a_deep_backlog_in_one_tick(monkeypatch, buffer, dispatches
     queue_events(20_000)
     counts = tasks.flush_events.run()
     assert counts["dispatched"] == 20
-    assert [len(buffer.redis.lrange(buffer.batch_key(b), 0, -1)) for b, _, _ in dispatches.pending] == [1000] * 20
+    assert [len(buffer.redis.lrange(buffer.batch_key(b), 0, -1)) for b, _ in dispatches.pending] == [1000] * 20
     dispatches.run_all()
     assert len(fake.events) == 20_000 and len({e["fields"]["n"] for e in fake.events}) == 20_000
     assert buffer.status()["delivered"] == 20_000 and buffer.status()["in_flight"] == 0
@@ -50,20 +50,23 @@ def test_flush_keeps_only_the_rate_share_in_flight(monkeypatch, buffer, dispatch
 
 
 def test_batch_is_removed_only_after_bento_accepts(buffer, dispatches, fake):
-    """A 503 keeps the batch in Redis and schedules a retry; only the later 200 removes it."""
+    """A 503 keeps the batch in Redis with its attempt counted and schedules a retry; only the later 200 removes it."""
     queue_events(5)
     tasks.flush_events.run()
     fake.fail(503, times=1)
+    [(batch_id, _)] = dispatches.pending
     assert dispatches.run_next() == "retry"
     assert buffer.status()["in_flight"] == 5 and fake.events == []
-    _, attempt, countdown = dispatches.pending[0]
-    assert attempt == 1 and 0.1 <= countdown <= 0.2  # BENTO_RETRY_BACKOFF=0.2: half step to full step
+    assert buffer.redis.hget(buffer.meta_key(batch_id), "attempts") == b"1"
+    [(again, countdown)] = dispatches.pending
+    assert again == batch_id and 0.1 <= countdown <= 0.2  # BENTO_RETRY_BACKOFF=0.2: half step to full step
     assert dispatches.run_next() == "delivered"
     assert buffer.status()["in_flight"] == 0 and len(fake.events) == 5
+    assert not buffer.redis.exists(buffer.meta_key(batch_id))
 
 
 def test_429_pauses_every_worker_until_retry_after(buffer, dispatches, fake):
-    """A 429 with Retry-After pauses all POSTs that long; nothing is lost or sent early."""
+    """A 429 with Retry-After pauses all POSTs that long; the batches wait in Redis and the flush sends them after."""
     queue_events(2000)
     tasks.flush_events.run()
     fake.fail(429, times=1, retry_after="1")
@@ -72,26 +75,43 @@ def test_429_pauses_every_worker_until_retry_after(buffer, dispatches, fake):
     # The other batch, posted during the pause, does not reach Bento.
     assert dispatches.run_next() == "deferred"
     assert fake.count_status(200) == 0
-    assert all(0.5 < countdown <= 1 for _, _, countdown in dispatches.pending)
-    time.sleep(1.1)
+    assert dispatches.pending == [] and buffer.status()["batches_deferred"] == 2
+    time.sleep(0.6)  # now due before the next flush (0.5 s): released with the countdown left
+    assert tasks.flush_events.run()["released"] == 2
+    assert all(0 < countdown <= 0.5 for _, countdown in dispatches.pending)
+    time.sleep(0.5)
     assert dispatches.run_all() == ["delivered", "delivered"]
     assert len(fake.events) == 2000
 
 
 def test_retry_after_http_date_is_honoured(buffer, dispatches, fake):
-    """Retry-After given as an HTTP date pauses until that moment."""
+    """Retry-After given as an HTTP date pauses until that moment; the wait lives in Redis, not in a countdown."""
     import email.utils
 
     queue_events(1)
     tasks.flush_events.run()
     fake.fail(503, times=1, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
     dispatches.run_next()
-    assert 28 <= buffer.pause(0)[1] <= 30
-    # The countdown is capped at BENTO_RETRY_BACKOFF_MAX (1 s here); the wait itself lives in Redis.
-    [(_, _, countdown)] = dispatches.pending
-    assert countdown == 1
-    assert dispatches.run_next() == "deferred"
+    assert 28 <= float(buffer.redis.get(buffer.paused_key)) - buffer.now() <= 30
+    assert dispatches.pending == [] and buffer.status()["batches_deferred"] == 1
+    assert tasks.flush_events.run()["released"] == 0
     assert fake.count_status(503) == 1 and fake.count_status(200) == 0
+
+
+def test_resume_ends_a_pause_and_sends_waiting_batches_at_the_next_flush(monkeypatch, buffer, dispatches, fake):
+    """After a 401 pause, resume (the CLI's) makes every waiting batch go at the next flush, not when the pause ends."""
+    from bento_tasks import cli
+
+    configure(monkeypatch, BENTO_CONFIG_ERROR_PAUSE="3600")
+    queue_events(2000)
+    tasks.flush_events.run()
+    fake.fail(401, times=1)
+    assert dispatches.run_all() == ["config", "deferred"]
+    assert tasks.flush_events.run()["released"] == 0
+    assert cli.main(["resume"]) == 0
+    assert buffer.status()["paused_until"] is None
+    assert tasks.flush_events.run()["released"] == 2
+    assert dispatches.run_all() == ["delivered", "delivered"] and len(fake.events) == 2000
 
 
 def test_poison_event_is_isolated_and_the_rest_delivered(buffer, dispatches, fake):
@@ -116,10 +136,31 @@ def test_config_fault_keeps_events_pauses_and_logs_once(monkeypatch, buffer, dis
         assert dispatches.run_next() == "config"
         assert dispatches.run_next() == "deferred"
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "BENTO_SECRET_KEY" in errors[0].getMessage()
+    assert len(errors) == 1 and "BENTO_SECRET_KEY" in errors[0].getMessage() and "resume" in errors[0].getMessage()
     assert "wrong-secret" not in caplog.text
     status = buffer.status()
     assert status["in_flight"] == 2000 and status["dead"] == 0 and status["paused_until"]
+
+
+def test_every_post_that_does_not_deliver_logs_a_warning_with_the_next_try(buffer, dispatches, fake, caplog):
+    """A failed POST is one WARNING with its status and when it is tried again; dead-lettering is an ERROR."""
+    queue_events(1)
+    tasks.flush_events.run()
+    fake.fail(503, times=1)
+    fake.fail(422, times=1)
+    with caplog.at_level(logging.WARNING, logger="bento_tasks"):
+        assert dispatches.run_next() == "retry"
+    [warning] = caplog.records
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert "status=503" in message and "retry in" in message and "(at 20" in message and "1 failed attempt" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bento_tasks"):
+        assert dispatches.run_next() == "refused"
+    [error] = caplog.records
+    assert (
+        error.levelno == logging.ERROR and "dead-lettered" in error.getMessage() and "status=422" in error.getMessage()
+    )
 
 
 def test_exhausted_retries_dead_letter_the_batch(monkeypatch, buffer, dispatches, fake):
@@ -265,17 +306,16 @@ def test_partial_batch_waits_while_others_are_in_flight(buffer, dispatches, fake
     assert [len(r.events) for r in fake.requests] == [1000, 800]
 
 
-def test_a_batch_in_backoff_does_not_hold_back_a_quiet_sites_events(buffer, dispatches, fake):
+def test_a_batch_in_backoff_does_not_hold_back_a_quiet_sites_events(monkeypatch, buffer, dispatches, fake):
     """While one batch waits out a long backoff, a partial batch still goes at the next flush."""
+    configure(monkeypatch, BENTO_RETRY_BACKOFF="100", BENTO_RETRY_BACKOFF_MAX="200")
     queue_events(5)
     tasks.flush_events.run()
     fake.fail(503)
     assert dispatches.run_next() == "retry"
-    buffer.redis.zadd(buffer.inflight_key, {dispatches.pending[0][0]: buffer.now() + 3000})  # far-off retry
+    assert dispatches.pending == [] and buffer.status()["batches_deferred"] == 1  # waits 50-100 s in Redis
     queue_events(3, start=5)
     assert tasks.flush_events.run()["dispatched"] == 1
-    assert dispatches.pending[-1][1] == 0
-    dispatches.pending[:] = dispatches.pending[-1:]
     assert dispatches.run_next() == "delivered" and len(fake.events) == 3
 
 

@@ -23,6 +23,11 @@ A request is checked in the order Bento applies its rules: path (404), method
 auth (401), the per-minute rate limit (429 with ``Retry-After``), scripted
 failures (``fail_for``, then ``fail``), the body (400), ``reject_events`` (422 by
 default). Anything else is accepted: 200 with ``{"results": N, "failed": 0}``.
+
+How the answer travels can be scripted too, for the faults a client must survive:
+``delay`` holds every answer back, ``trickle`` sends answers a byte at a time,
+``hang_up`` records a batch and closes the connection without answering, and
+``on_request`` runs a callback while the client waits (e.g. to kill its worker).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -75,6 +80,8 @@ class RecordedRequest:
     events: list[dict[str, Any]]
     received_at: float
     response_body: bytes = b""
+    #: The client's (host, port): tells which process sent the request.
+    client: tuple[str, int] = ("", 0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class _Response:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     events: list[dict[str, Any]] = field(default_factory=list)
+    hang_up: bool = False  # close the connection instead of answering
+    trickle: tuple[float, bool] | None = None  # (seconds, headers too) to spread the answer over
 
 
 class FakeBento:
@@ -140,6 +149,9 @@ class FakeBento:
         self._down_until = 0.0
         self._down_status = 503
         self._reject: tuple[Callable[[dict[str, Any]], bool], int] | None = None
+        self._hang_ups: int | None = 0  # accepted batches still to hang up on; None: every one
+        self._trickle: tuple[float, bool, int | None] | None = None  # seconds, headers too, answers left
+        self._on_request: Callable[[RecordedRequest], None] | None = None
         # time.monotonic() of each authenticated request let past the rate limiter
         self._window: deque[float] = deque()
 
@@ -291,8 +303,46 @@ class FakeBento:
         with self._lock:
             self._reject = None if predicate is None else (predicate, status)
 
+    def trickle(self, seconds: float, *, headers: bool = False, times: int | None = None) -> None:
+        """Send answers slowly: each answer's bytes spread evenly over ``seconds``, one byte at a time.
+
+        The status line and headers go at once and the body trickles; with ``headers=True`` the
+        whole answer does. No single read waits long, so a client's read timeout never fires: only
+        a deadline on the whole request stops it. As with ``delay``, the events of an accepted batch
+        are recorded before its answer starts. ``times`` limits this to the next N answers (None:
+        every answer); ``trickle(0)`` stops.
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be 0 or more")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1, or None")
+        with self._lock:
+            self._trickle = (seconds, headers, times) if seconds > 0 else None
+
+    def hang_up(self, times: int | None = 1) -> None:
+        """Record the next ``times`` accepted batches, then close each connection without answering.
+
+        Their events are in ``events`` (Bento has them) but the client gets no answer, so it cannot
+        know: the lost answer behind at-least-once delivery. ``None``: every accepted batch, until
+        ``hang_up(0)`` or ``reset()``.
+        """
+        if times is not None and times < 0:
+            raise ValueError("times must be 0 or more, or None")
+        with self._lock:
+            self._hang_ups = times
+
+    def on_request(self, callback: Callable[[RecordedRequest], None] | None) -> None:
+        """Call ``callback(request)`` in the server thread once each request is recorded, before it is answered.
+
+        For tests that must act while the client waits for the answer, e.g. kill the worker that
+        sent it (``request.client`` is its address). If the callback raises, the connection is closed
+        without an answer. ``None`` removes it.
+        """
+        with self._lock:
+            self._on_request = callback
+
     def reset(self) -> None:
-        """Forget recorded requests and events, scripted failures, rejections, the rate window and ``delay``.
+        """Forget recorded requests and events, scripted failures and answers, the rate window and ``delay``.
 
         Configuration given to ``__init__`` is kept, and the server keeps running.
         """
@@ -302,6 +352,9 @@ class FakeBento:
             self._failures.clear()
             self._down_until = 0.0
             self._reject = None
+            self._hang_ups = 0
+            self._trickle = None
+            self._on_request = None
             self._window.clear()
         self.delay = 0.0
 
@@ -314,8 +367,9 @@ class FakeBento:
         headers: dict[str, str],
         body: bytes,
         framing_error: str | None,
+        client: tuple[str, int],
     ) -> _Response:
-        """Decide the answer to one request, record it, then apply ``delay``."""
+        """Decide the answer to one request, record it, run ``on_request``, then apply ``delay``."""
         received_at = time.time()
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -333,12 +387,17 @@ class FakeBento:
             events=response.events,
             received_at=received_at,
             response_body=response.body,
+            client=client,
         )
         with self._changed:
             self._requests.append(request)
             if request.events:
                 self._events.extend(request.events)
                 self._changed.notify_all()
+            response = self._delivery(response)
+            callback = self._on_request
+        if callback is not None:
+            callback(request)
         delay = self.delay
         if delay > 0:
             self._stopping.wait(delay)
@@ -381,6 +440,19 @@ class FakeBento:
                     return _json_error(status, f"events[{index}] was refused")
         payload = json.dumps({"results": len(events), "failed": 0}).encode()
         return _Response(200, payload, events=events)
+
+    def _delivery(self, response: _Response) -> _Response:
+        """Apply ``hang_up`` and ``trickle`` to an answer (caller holds the lock)."""
+        if response.status == 200 and self._hang_ups != 0:
+            if self._hang_ups is not None:
+                self._hang_ups -= 1
+            return replace(response, hang_up=True)
+        if self._trickle is None:
+            return response
+        seconds, headers, times = self._trickle
+        if times is not None:
+            self._trickle = (seconds, headers, times - 1) if times > 1 else None
+        return replace(response, trickle=(seconds, headers))
 
     def _rate_limited(self) -> _Response | None:
         """Admit the request into the sliding window, or answer 429 (caller holds the lock).
@@ -482,20 +554,48 @@ class _Handler(BaseHTTPRequestHandler):
             body, framing_error = b"", f"malformed request body: {exc}"
             self.close_connection = True
         headers = {name.lower(): value for name, value in self.headers.items()}
-        response = self.server.fake._handle(self.command, self.path, headers, body, framing_error)
-        if self.server.fake._stopping.is_set():
+        client = (str(self.client_address[0]), int(self.client_address[1]))
+        fake = self.server.fake
+        try:
+            response = fake._handle(self.command, self.path, headers, body, framing_error, client)
+        except Exception:
+            self.close_connection = True  # an on_request callback failed: hang up
+            raise
+        if fake._stopping.is_set() or response.hang_up:
             self.close_connection = True
             return
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
+        head = self._head(response)
+        payload = response.body if self.command != "HEAD" else b""
+        if response.trickle is None:
+            self.wfile.write(head + payload)
+            return
+        seconds, with_headers = response.trickle
+        if not with_headers:
+            self.wfile.write(head)
+            self.wfile.flush()
+        slow = head + payload if with_headers else payload
+        step = seconds / max(len(slow), 1)
+        for index in range(len(slow)):
+            if fake._stopping.wait(step):
+                self.close_connection = True
+                return
+            self.wfile.write(slow[index : index + 1])
+            self.wfile.flush()
+
+    def _head(self, response: _Response) -> bytes:
+        """Status line and headers, built here so that they can be trickled like the body."""
+        reason = self.responses.get(response.status, ("",))[0]
+        lines = [
+            f"{self.protocol_version} {response.status} {reason}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            *(f"{name}: {value}" for name, value in response.headers),
+        ]
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     # Every method reaches the same checks, so a wrong method gets Bento's 405
     # rather than http.server's 501.

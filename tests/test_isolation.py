@@ -1,0 +1,131 @@
+"""Fenced attempts and poison isolation, driven in this process against the real Redis and the real fake Bento.
+
+Rows of issue 10's experiment table that need no worker process: the same message run twice at
+once (row 1), one event Bento answers 500 for (row 4), Bento recording every batch and hanging up
+(row 5); and the rules around them: an outage splits and dead-letters nothing, the same refusal
+for several events pauses. Rows 2, 3 and 6 need real workers: tests/test_faults.py and
+tests/test_redis_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+
+from bento_tasks import conf, tasks, track
+
+POISON = "user537@example.com"
+
+
+def configure(monkeypatch, **values: str) -> None:
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    conf.reset_settings()
+
+
+def queue_events(n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        track("signup", f"user{i}@example.com", fields={"n": i})
+
+
+def drive(dispatches, until, timeout: float = 30.0, between=None) -> None:
+    """Run what was dispatched (one round: not what those runs dispatch) and flush, as workers and beat would,
+    until ``until()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out driving the pipeline"
+        dispatches.run_all(limit=len(dispatches.pending))
+        if between is not None:
+            between()
+        tasks.flush_events.run()
+        time.sleep(0.05)
+
+
+def test_the_same_message_run_twice_at_once_posts_the_batch_once(buffer, dispatches, fake):
+    """Row 1: two runs of one post_batch message at once: one POST, the other does nothing, delivered counts once."""
+    queue_events(500)
+    tasks.flush_events.run()
+    [(batch_id, _)] = dispatches.pending
+    fake.delay = 0.5  # both runs overlap the POST
+    results: list[str] = []
+    runs = [threading.Thread(target=lambda: results.append(dispatches.task.run(batch_id))) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert sorted(results) == ["busy", "delivered"]
+    assert len(fake.requests) == 1 and len(fake.events) == 500
+    assert buffer.status()["delivered"] == 500
+    assert dispatches.task.run(batch_id) == "stale"  # a late copy after the ACK
+
+
+def test_one_event_bento_answers_500_for_ends_alone_in_the_dead_letters(monkeypatch, buffer, dispatches, fake):
+    """Row 4: Bento answers 500 for any batch holding one event while it accepts others: the batch is cut down
+    until that event is alone in the dead letters; its 999 neighbours are delivered, in a few dozen POSTs."""
+    configure(monkeypatch, BENTO_BATCH_SIZE="100")
+    fake.reject_events(lambda event: event["email"] == POISON, status=500)
+    queue_events(1000)
+    traffic = iter(range(10_000, 20_000, 20))  # the site keeps sending events meanwhile
+    drive(dispatches, lambda: buffer.status()["dead"] == 1, between=lambda: queue_events(20, next(traffic)))
+    [letter] = buffer.dead_letters()
+    assert json.loads(letter.event)["email"] == POISON and letter.status == 500
+    assert "while accepting other batches" in letter.reason
+    delivered = Counter(event["email"] for event in fake.events)
+    assert all(delivered[f"user{i}@example.com"] == 1 for i in range(1000) if i != 537)
+    with_poison = [r for r in fake.requests if POISON in r.body.decode()]
+    print(f"\nrow 4: {len(fake.requests)} POSTs, {len(with_poison)} holding the poison, 1 dead letter")
+    # 100 -> 50 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1: eight batches, each cut after BENTO_ISOLATE_AFTER (3) failures
+    # once Bento accepted a batch claimed no earlier; its first failure may come before that (its sibling
+    # is posted after it): at most one more each. The old way: 41 POSTs, the neighbours dead-lettered too.
+    assert len(with_poison) <= 8 * (3 + 1)
+
+
+def test_an_outage_splits_and_dead_letters_nothing(monkeypatch, buffer, dispatches, fake):
+    """Bento failing every request (nothing accepted) keeps each batch whole and out of the dead letters."""
+    configure(monkeypatch, BENTO_BATCH_SIZE="100", BENTO_RETRY_BACKOFF_MAX="0.3")
+    fake.fail_for(120, status=503)
+    queue_events(300)
+    tasks.flush_events.run()
+    ids = {batch_id for batch_id, _ in dispatches.pending}
+
+    def attempts() -> list[int]:
+        return [int(buffer.redis.hget(buffer.meta_key(b), "attempts") or 0) for b in ids]
+
+    drive(dispatches, lambda: min(attempts()) >= 10)
+    status = buffer.status()
+    assert (status["dead"], status["batches_in_flight"], status["in_flight"]) == (0, 3, 300)
+    assert {b.decode() for b in buffer.redis.zrange(buffer.inflight_key, 0, -1)} | {
+        b.decode() for b in buffer.redis.zrange(buffer.deferred_key, 0, -1)
+    } == ids
+
+
+def test_bento_recording_every_batch_and_hanging_up_makes_a_bounded_number_of_copies(buffer, dispatches, fake):
+    """Row 5: Bento records each batch, then closes the connection without answering, every time: the batch is
+    sent BENTO_MAX_UNANSWERED (3) times, then dead-lettered as 'unanswered', with the count in status."""
+    fake.hang_up(None)
+    queue_events(500)
+    drive(dispatches, lambda: buffer.status()["dead"] == 500)
+    print(f"\nrow 5: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {buffer.status()['dead']} dead")
+    assert len(fake.requests) == 3 and len(fake.events) == 1500  # 3 copies, the README's bound without evidence
+    status = buffer.status()
+    assert (status["unanswered"], status["delivered"], status["in_flight"], status["worker_deaths"]) == (3, 0, 0, 0)
+    assert {letter.reason.split(":")[0] for letter in buffer.dead_letters()} == {"unanswered"}
+
+
+def test_the_same_refusal_for_several_single_events_pauses_instead(monkeypatch, buffer, dispatches, fake, caplog):
+    """When every event gets the same 400, three are dead-lettered, then delivery pauses with the rest kept;
+    resuming with the cause unfixed pauses again at once."""
+    configure(monkeypatch, BENTO_BATCH_SIZE="8", BENTO_CONFIG_ERROR_PAUSE="600")
+    fake.reject_events(lambda event: True, status=400)
+    queue_events(8)
+    with caplog.at_level(logging.ERROR, logger="bento_tasks"):
+        drive(dispatches, lambda: buffer.status()["paused_until"] is not None and not dispatches.pending)
+    status = buffer.status()
+    assert (status["dead"], status["in_flight"]) == (3, 5)
+    assert any("same answer" in r.getMessage() and "delivery paused" in r.getMessage() for r in caplog.records)
+    assert buffer.resume()[0]
+    drive(dispatches, lambda: buffer.status()["paused_until"] is not None and not dispatches.pending)
+    assert buffer.status()["dead"] == 3
