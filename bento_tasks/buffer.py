@@ -9,15 +9,17 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``stats``: hash of counters (delivered, failed, batches).
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
+- ``outbox:<database alias>``: outbox rows pushed whose delete may not have committed yet (see ``relay_rows``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +29,19 @@ from . import scripts
 from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
 
+#: Seconds a relayed outbox row is remembered when its relay could not say its delete committed: far
+#: longer than a relay takes to come back after a crash, a Redis or a database outage.
+RELAY_MEMORY = 7 * 24 * 3600
+
 
 def new_batch_id() -> str:
     return uuid.uuid4().hex
+
+
+def _row_member(row_id: int, event: bytes) -> str:
+    # The event's digest beside the id: a reused id (a restored database, a reset sequence) with another
+    # event is a different row, never mistaken for one already relayed.
+    return f"{row_id}:{hashlib.blake2b(event, digest_size=8).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class Buffer:
         self.paused_key = f"{tag}:paused_until"
         self.reports_key = f"{tag}:reports"
         self._batch_prefix = f"{tag}:batch:"
+        self._relayed_prefix = f"{tag}:outbox:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
         self._claim = register(scripts.CLAIM)
@@ -119,6 +132,7 @@ class Buffer:
         self._reject = register(scripts.REJECT)
         self._pause = register(scripts.PAUSE)
         self._replay = register(scripts.REPLAY)
+        self._relay = register(scripts.RELAY)
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
@@ -131,6 +145,27 @@ class Buffer:
             self.redis.rpush(self.queue_key, *events)
         except redis.RedisError as exc:
             raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
+
+    def relay_rows(self, alias: str, rows: Sequence[tuple[int, bytes]]) -> int:
+        """Push outbox rows (id, event) of database ``alias``, skipping rows pushed before; return how many went.
+
+        The rows stay recorded (``RELAY_MEMORY``) until ``forget_relayed``: call it once their delete has
+        committed. BufferUnavailable if Redis cannot take them; then nothing was pushed, or all of them were.
+        """
+        args: list[Any] = [RELAY_MEMORY]
+        for row_id, event in rows:
+            args += [_row_member(row_id, event), event]
+        try:
+            return self._relay(keys=[self.queue_key, self._relayed_prefix + alias], args=args)
+        except redis.RedisError as exc:
+            raise BufferUnavailable(f"could not relay outbox rows to Redis: {exc}") from exc
+
+    def forget_relayed(self, alias: str, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Drop the records of relayed rows whose delete has committed: they can never be relayed again."""
+        try:
+            self.redis.zrem(self._relayed_prefix + alias, *(_row_member(row_id, event) for row_id, event in rows))
+        except redis.RedisError:
+            pass  # the records lapse by themselves after RELAY_MEMORY; they only cost memory until then
 
     def bury_event(self, event: bytes, reason: str) -> None:
         """Dead-letter one event that never made it into the queue."""

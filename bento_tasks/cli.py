@@ -7,8 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import conf
 from .buffer import get_buffer
-from .conf import ConfigurationError
+from .conf import ConfigurationError, get_settings
 
 
 def _print_table(rows: dict[str, object]) -> None:
@@ -17,8 +18,23 @@ def _print_table(rows: dict[str, object]) -> None:
         print(f"{key:<{width}}  {'-' if value is None else value}")
 
 
+def _outbox_backlog() -> dict[str, object]:
+    """``outbox`` rows waiting and ``outbox_oldest_age`` seconds; both None when the outbox is off or Django is not."""
+    if not get_settings().outbox or conf._django_settings() is None:
+        return {"outbox": None, "outbox_oldest_age": None}
+    import django
+    from django.apps import apps
+
+    if not apps.ready:  # the ORM needs the app registry: `manage.py` loads it, `python -m bento_tasks` must
+        django.setup()
+    from . import outbox
+
+    count, age = outbox.backlog()
+    return {"outbox": count, "outbox_oldest_age": age}
+
+
 def _status(args: argparse.Namespace) -> int:
-    status = get_buffer().status()
+    status = {**get_buffer().status(), **_outbox_backlog()}
     if args.json:
         print(json.dumps(status))
     else:
@@ -31,6 +47,9 @@ def _status(args: argparse.Namespace) -> int:
     age = status["oldest_queued_age"]
     if age is not None and age > args.max_age:
         problems.append(f"oldest queued event is {age:.0f}s old (limit {args.max_age:.0f}s)")
+    outbox_age = status["outbox_oldest_age"]
+    if outbox_age is not None and outbox_age > args.max_age:
+        problems.append(f"oldest outbox row is {outbox_age:.0f}s old (limit {args.max_age:.0f}s): is beat relaying?")
     for problem in problems:
         print(f"bento-tasks: unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -62,6 +62,9 @@ class Settings:
     #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
     #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
     delivery: str = "redis"
+    #: Write events sent with send_event_on_commit (and on_commit=True) into the outbox table, in the caller's
+    #: database transaction, and relay them to Redis after commit (Django only; see bento_tasks.outbox).
+    outbox: bool = False
 
     @property
     def lease_seconds(self) -> float:
@@ -98,6 +101,7 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_CONFIG_ERROR_PAUSE": ("config_error_pause", float),
     "BENTO_MASK_EMAILS": ("mask_emails", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
     "BENTO_DELIVERY": ("delivery", str),
+    "BENTO_OUTBOX": ("outbox", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
 }
 
 DELIVERY_MODES = ("redis", "sync", "outbox")

@@ -193,3 +193,29 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
 """
+
+# RELAY: push the events of outbox rows onto the queue, each row once, however often it is relayed.
+# A relay pushes, then deletes the rows in its database transaction; if it dies or loses its answer
+# in between, the rows are still in the table and the next relay brings them again: the record this
+# script kept of the first attempt makes it skip them, and that relay only deletes them.
+# KEYS[1] queue list, KEYS[2] relayed-rows zset of one database alias (member "<row id>:<digest of the
+#         event>", score: when the record lapses, Redis clock)
+# ARGV[1] seconds to keep a record, then pairs: ARGV[2k] a row's member, ARGV[2k+1] its event as queued
+#         (at most 1000 pairs a call, well under Lua's unpack limit)
+# Returns the number of events pushed (fewer than the rows when some had been pushed before).
+RELAY = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local lapse = now + tonumber(ARGV[1])
+local fresh = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', lapse, ARGV[i]) == 1 then
+    fresh[#fresh + 1] = ARGV[i + 1]
+  end
+end
+if #fresh > 0 then redis.call('RPUSH', KEYS[1], unpack(fresh)) end
+redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[1])))
+return #fresh
+"""
+)

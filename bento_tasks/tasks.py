@@ -1,6 +1,6 @@
 """Celery tasks: thin glue between the buffer (Redis) and the client (HTTP).
 
-All three are ``shared_task``s with explicit names, so a Django project's own Celery
+All four are ``shared_task``s with explicit names, so a Django project's own Celery
 app runs them; none of them creates an app.
 """
 
@@ -199,3 +199,21 @@ def post_batch(batch_id: str, attempt: int = 0) -> str:
             buffer.pause(outcome.retry_after)
         _later(batch_id, attempt + 1, backoff_delay(settings, attempt, outcome.retry_after))
     return verdict.value
+
+
+@shared_task(name="bento_tasks.relay_outbox", ignore_result=True)
+def relay_outbox() -> dict[str, int]:
+    """Beat task (``BENTO_OUTBOX``): move the outbox rows the after-commit relay left behind to the Redis buffer.
+
+    Its own task, not a step of the flush: a slow or unreachable database must not hold up delivery of
+    what is already in Redis. A tick stops after BENTO_FLUSH_INTERVAL seconds; the next one goes on.
+    """
+    settings = get_settings()
+    if not settings.outbox:
+        return {"rows": 0, "pushed": 0}
+    from . import outbox  # imports Django: only where the outbox is on
+
+    relayed = outbox.relay(max_seconds=settings.flush_interval)
+    if relayed.rows:
+        logger.info("bento_tasks: outbox relay: %d row(s), %d event(s) pushed", relayed.rows, relayed.pushed)
+    return {"rows": relayed.rows, "pushed": relayed.pushed}

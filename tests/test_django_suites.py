@@ -17,7 +17,7 @@ from conftest import ROOT
 def run_pytest(cwd, *args: str) -> None:
     # Settings come from each suite's Django settings module, never from this process's environment.
     leaks = ("BENTO_", "DJANGO_", "CELERY_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(leaks) or k == "BENTO_TESTS_REQUIRE_REDIS"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaks) or k.startswith("BENTO_TESTS_")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=cwd,
@@ -31,9 +31,39 @@ def run_pytest(cwd, *args: str) -> None:
     assert " passed" in done.stdout, done.stdout
 
 
+def postgres_reachable() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5").close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL on 127.0.0.1:5432, except where BENTO_TESTS_REQUIRE_POSTGRES=1 (CI): there, fail."""
+    if postgres_reachable():
+        return
+    if os.environ.get("BENTO_TESTS_REQUIRE_POSTGRES") == "1":
+        pytest.fail("BENTO_TESTS_REQUIRE_POSTGRES=1 but PostgreSQL on 127.0.0.1:5432 (user postgres) cannot be reached")
+    pytest.skip("needs PostgreSQL on 127.0.0.1:5432 with trust auth")
+
+
 def test_django_integration_suite_passes():
     """tests/test_django_app.py (checks, settings from Django, on-commit sends) passes under pytest-django."""
     run_pytest(ROOT, "--ds=tests.django_settings", "tests/test_django_app.py")
+
+
+def test_outbox_suite_passes_on_postgresql():
+    """tests/test_outbox.py (the transactional outbox: transactions, relays, kills, concurrency) on PostgreSQL."""
+    require_postgres()
+    run_pytest(ROOT, "--ds=tests.django_outbox_pg", "tests/test_outbox.py")
+
+
+def test_outbox_suite_passes_on_sqlite():
+    """tests/test_outbox.py on SQLite (database files), where relays serialize on the write lock."""
+    run_pytest(ROOT, "--ds=tests.django_outbox_sqlite", "tests/test_outbox.py")
 
 
 @pytest.mark.slow

@@ -1,0 +1,231 @@
+"""The transactional outbox (``BENTO_OUTBOX``): the only module that speaks the ORM.
+
+``write()`` INSERTs an encoded event into ``bento_tasks_outbox`` inside the caller's transaction, so
+the event commits or rolls back with the caller's rows and Redis is not touched on the request path.
+Rows then reach the Redis buffer two ways, both through ``relay_chunk``:
+
+- the fast path: once the transaction commits, a background thread of the committing process relays
+  the rows it wrote (a failure is logged once, never raised into the caller);
+- the safety net: the beat task ``bento_tasks.relay_outbox`` runs ``relay()``, which relays whatever
+  is left, oldest first, in chunks.
+
+A chunk is taken, pushed and deleted in one database transaction. The rows are locked with
+``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL, MySQL 8, MariaDB 10.6+), so concurrent relays never
+take the same rows; SQLite has no row locks, so there the chunk is taken with ``DELETE ... RETURNING``,
+whose write lock serializes relays. A relay that dies after the Redis push and before its delete
+commits leaves its rows behind; the Redis side remembers which rows it pushed (see
+``Buffer.relay_rows``), so the next relay only deletes them: no event is pushed twice.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from .buffer import get_buffer
+from .models import OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+#: Rows per relay transaction, and per Redis call: a full Bento batch, and few enough to keep locks short.
+CHUNK = 1000
+
+TABLE = OutboxEvent._meta.db_table
+
+#: Seconds an exiting process waits for its after-commit relay to finish.
+EXIT_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """What a relay did: rows taken from the table (and deleted), and events pushed to Redis."""
+
+    rows: int = 0
+    #: Fewer than ``rows`` when an earlier relay had pushed some of them and died before deleting them.
+    pushed: int = 0
+
+    def __add__(self, other: Relayed) -> Relayed:
+        return Relayed(self.rows + other.rows, self.pushed + other.pushed)
+
+
+def write(raw: bytes, using: str | None = None) -> None:
+    """INSERT one encoded event on database ``using`` (default: "default"), in its current transaction.
+
+    Outside a transaction the row is committed at once, in a transaction of its own. Either way, once it
+    is committed this process's background relay pushes it to Redis.
+    """
+    alias = using or DEFAULT_DB_ALIAS
+    row = OutboxEvent.objects.using(alias).create(event=raw)
+    transaction.on_commit(partial(_fast_path.add, alias, row.pk), using=alias)
+
+
+def relay(using: str | None = None, max_seconds: float | None = None) -> Relayed:
+    """Relay waiting rows to the Redis buffer, oldest first, until none is left (or ``max_seconds`` passed).
+
+    ``using``: one database alias; by default every alias whose outbox table exists. The beat task
+    ``bento_tasks.relay_outbox`` calls this; so can an operator's command. BufferUnavailable if Redis is
+    down: the rows stay, nothing is lost or duplicated.
+    """
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    total = Relayed()
+    for alias in [using] if using else outbox_aliases():
+        while True:
+            done = relay_chunk(alias)
+            total += done
+            if done.rows < CHUNK or (deadline is not None and time.monotonic() > deadline):
+                break
+    return total
+
+
+def relay_chunk(alias: str, ids: Sequence[int] | None = None) -> Relayed:
+    """Take up to CHUNK rows (only those in ``ids``, if given) that no other relay holds, push, delete, commit."""
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        # Inside an outer transaction the delete would commit, or roll back, with it, long after the
+        # Redis record of these rows is dropped below: a rollback would bring rows back to be pushed again.
+        raise RuntimeError("the outbox relay must not run inside a transaction (transaction.atomic)")
+    buffer = get_buffer()
+    with transaction.atomic(using=alias):
+        if connection.vendor == "sqlite":
+            rows = _take_deleting(connection, ids)
+        else:
+            rows = _take_locked(alias, connection, ids)
+        if not rows:
+            return Relayed()
+        pushed = buffer.relay_rows(alias, rows)  # raises: the transaction rolls back, the rows stay
+        if connection.vendor != "sqlite":
+            OutboxEvent.objects.using(alias).filter(pk__in=[row_id for row_id, _ in rows]).delete()
+    buffer.forget_relayed(alias, rows)
+    return Relayed(len(rows), pushed)
+
+
+def _take_locked(alias: str, connection: BaseDatabaseWrapper, ids: Sequence[int] | None) -> list[tuple[int, bytes]]:
+    rows = OutboxEvent.objects.using(alias).order_by("pk")
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    rows = rows.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
+    return [(row_id, bytes(event)) for row_id, event in rows.values_list("pk", "event")[:CHUNK]]
+
+
+def _take_deleting(connection: BaseDatabaseWrapper, ids: Sequence[int] | None) -> list[tuple[int, bytes]]:
+    # SQLite 3.35+. The DELETE takes the database's write lock before it reads, so a second relay waits
+    # for this one to commit and then finds these rows gone; a SELECT first would let both read them.
+    table = connection.ops.quote_name(TABLE)
+    where = f"WHERE id IN ({', '.join(['%s'] * len(ids))})" if ids is not None else ""
+    sql = f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} {where} ORDER BY id LIMIT %s) RETURNING id, event"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*(ids or ()), CHUNK])
+        return sorted((row_id, bytes(event)) for row_id, event in cursor.fetchall())
+
+
+def outbox_aliases() -> list[str]:
+    """Database aliases that can hold outbox rows: migrations allowed there and the table created."""
+    return [
+        alias
+        for alias in connections
+        if not connections.settings[alias].get("TEST", {}).get("MIRROR")  # a test mirror is another alias's db
+        and router.allow_migrate_model(alias, OutboxEvent)
+        and has_table(alias)
+    ]
+
+
+def has_table(alias: str) -> bool:
+    """Whether the outbox table exists on ``alias`` (its migration has run)."""
+    with connections[alias].cursor() as cursor:
+        return TABLE in connections[alias].introspection.table_names(cursor)
+
+
+def backlog() -> tuple[int, float | None]:
+    """Rows waiting in every outbox table, and the age in seconds of the oldest (None when there is none)."""
+    count, oldest = 0, None
+    for alias in outbox_aliases():
+        rows = OutboxEvent.objects.using(alias)
+        count += rows.count()
+        # The lowest id, not MIN(created): the primary key finds it without reading the table.
+        first = rows.order_by("pk").values_list("created", flat=True).first()
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return count, None if oldest is None else round(max(0.0, (timezone.now() - oldest).total_seconds()), 3)
+
+
+class _FastPath:
+    """Relays the rows this process committed, from a background thread: never on the caller's thread.
+
+    Row ids arrive from on-commit callbacks; the thread takes all that are pending at once, so a busy
+    process relays many rows per round trip. What it cannot relay stays in the table for ``relay()``.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked child (a prefork pool, a pre-forking web server) has the pending ids but not the thread.
+        os.register_at_fork(after_in_child=self._reset)
+        # A command that exits right after its commit still relays its rows (bounded: Redis may hang).
+        atexit.register(self.wait_idle, EXIT_WAIT)
+
+    def _reset(self) -> None:
+        self._wake = threading.Condition()
+        self._pending: dict[str, list[int]] = {}
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._failing = False
+
+    def add(self, alias: str, row_id: int) -> None:
+        with self._wake:
+            self._pending.setdefault(alias, []).append(row_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bento-outbox-relay", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every row handed over so far has been tried (relayed, or left); False on timeout."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._busy = False
+                self._wake.notify_all()
+                self._wake.wait_for(lambda: self._pending)
+                pending, self._pending = self._pending, {}
+                self._busy = True
+            for alias, ids in pending.items():
+                self._relay(alias, ids)
+            with self._wake:
+                idle = not self._pending
+            if idle:
+                # This thread's own connections: none is held open between bursts.
+                connections.close_all()
+
+    def _relay(self, alias: str, ids: list[int]) -> None:
+        try:
+            for start in range(0, len(ids), CHUNK):
+                relay_chunk(alias, ids[start : start + CHUNK])
+        except Exception as exc:  # a failure must not kill the thread: the rows wait for relay()
+            if not self._failing:
+                logger.warning(
+                    "bento_tasks: outbox relay after commit failed (%s); the events wait in the %s table on "
+                    "database %r until the beat's bento_tasks.relay_outbox relays them",
+                    exc,
+                    TABLE,
+                    alias,
+                )
+            self._failing = True
+            if isinstance(exc, DatabaseError):
+                connections[alias].close()  # reconnect next time
+        else:
+            self._failing = False
+
+
+_fast_path = _FastPath()
