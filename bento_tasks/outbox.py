@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .buffer import get_buffer
@@ -42,6 +41,11 @@ CHUNK = 1000
 
 TABLE = OutboxEvent._meta.db_table
 
+#: Seconds the after-commit relay lets commits gather before one round (a transaction and two Redis calls)
+#: relays them all: a busy process pays one round for many rows. Far below BENTO_FLUSH_INTERVAL.
+GATHER = 0.02
+#: Seconds the after-commit relay keeps its database connections after the last commit.
+LINGER = 1.0
 #: Seconds an exiting process waits for its after-commit relay to finish.
 EXIT_WAIT = 5.0
 
@@ -65,8 +69,19 @@ def write(raw: bytes, using: str | None = None) -> None:
     is committed this process's background relay pushes it to Redis.
     """
     alias = using or DEFAULT_DB_ALIAS
-    row = OutboxEvent.objects.using(alias).create(event=raw)
-    transaction.on_commit(partial(_fast_path.add, alias, row.pk), using=alias)
+    connection = connections[alias]
+    # One plain INSERT rather than Model.objects.create(): this runs in every checkout, and the model
+    # machinery costs about as much as the round trip (bench/outbox.py).
+    created = connection.ops.adapt_datetimefield_value(timezone.now())
+    sql = f"INSERT INTO {connection.ops.quote_name(TABLE)} (event, created) VALUES (%s, %s)"
+    with connection.cursor() as cursor:
+        if connection.features.can_return_columns_from_insert:
+            cursor.execute(sql + " RETURNING id", [raw, created])
+            row_id = cursor.fetchone()[0]
+        else:  # MySQL
+            cursor.execute(sql, [raw, created])
+            row_id = cursor.lastrowid
+    transaction.on_commit(partial(_fast_path.add, alias, row_id), using=alias)
 
 
 def relay(using: str | None = None, max_seconds: float | None = None) -> Relayed:
@@ -95,37 +110,30 @@ def relay_chunk(alias: str, ids: Sequence[int] | None = None) -> Relayed:
         # Redis record of these rows is dropped below: a rollback would bring rows back to be pushed again.
         raise RuntimeError("the outbox relay must not run inside a transaction (transaction.atomic)")
     buffer = get_buffer()
-    with transaction.atomic(using=alias):
-        if connection.vendor == "sqlite":
-            rows = _take_deleting(connection, ids)
+    # Plain SQL through Django's connection: the ORM's query building costs more than the round trips.
+    table = connection.ops.quote_name(TABLE)
+    where = f"WHERE id IN ({', '.join(['%s'] * len(ids))})" if ids is not None else ""
+    sqlite = connection.vendor == "sqlite"
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if sqlite:
+            # The DELETE takes the database's write lock before it reads, so a second relay waits for this
+            # one to commit and then finds these rows gone; a SELECT first would let both read them.
+            # (RETURNING: SQLite 3.35+.)
+            subquery = f"SELECT id FROM {table} {where} ORDER BY id LIMIT %s"
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({subquery}) RETURNING id, event", [*(ids or ()), CHUNK])
         else:
-            rows = _take_locked(alias, connection, ids)
+            skip = " SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+            cursor.execute(
+                f"SELECT id, event FROM {table} {where} ORDER BY id LIMIT %s FOR UPDATE{skip}", [*(ids or ()), CHUNK]
+            )
+        rows = sorted((row_id, bytes(event)) for row_id, event in cursor.fetchall())
         if not rows:
             return Relayed()
         pushed = buffer.relay_rows(alias, rows)  # raises: the transaction rolls back, the rows stay
-        if connection.vendor != "sqlite":
-            OutboxEvent.objects.using(alias).filter(pk__in=[row_id for row_id, _ in rows]).delete()
+        if not sqlite:
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(rows))})", [r for r, _ in rows])
     buffer.forget_relayed(alias, rows)
     return Relayed(len(rows), pushed)
-
-
-def _take_locked(alias: str, connection: BaseDatabaseWrapper, ids: Sequence[int] | None) -> list[tuple[int, bytes]]:
-    rows = OutboxEvent.objects.using(alias).order_by("pk")
-    if ids is not None:
-        rows = rows.filter(pk__in=ids)
-    rows = rows.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
-    return [(row_id, bytes(event)) for row_id, event in rows.values_list("pk", "event")[:CHUNK]]
-
-
-def _take_deleting(connection: BaseDatabaseWrapper, ids: Sequence[int] | None) -> list[tuple[int, bytes]]:
-    # SQLite 3.35+. The DELETE takes the database's write lock before it reads, so a second relay waits
-    # for this one to commit and then finds these rows gone; a SELECT first would let both read them.
-    table = connection.ops.quote_name(TABLE)
-    where = f"WHERE id IN ({', '.join(['%s'] * len(ids))})" if ids is not None else ""
-    sql = f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} {where} ORDER BY id LIMIT %s) RETURNING id, event"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*(ids or ()), CHUNK])
-        return sorted((row_id, bytes(event)) for row_id, event in cursor.fetchall())
 
 
 def outbox_aliases() -> list[str]:
@@ -161,8 +169,9 @@ def backlog() -> tuple[int, float | None]:
 class _FastPath:
     """Relays the rows this process committed, from a background thread: never on the caller's thread.
 
-    Row ids arrive from on-commit callbacks; the thread takes all that are pending at once, so a busy
-    process relays many rows per round trip. What it cannot relay stays in the table for ``relay()``.
+    Row ids arrive from on-commit callbacks. The thread lets the commits of a burst gather for GATHER
+    seconds, then relays them together; it keeps its database connections while commits keep coming and
+    closes them after LINGER seconds without any. What it cannot relay stays in the table for ``relay()``.
     """
 
     def __init__(self) -> None:
@@ -176,37 +185,43 @@ class _FastPath:
         self._wake = threading.Condition()
         self._pending: dict[str, list[int]] = {}
         self._thread: threading.Thread | None = None
-        self._busy = False
+        self._busy = False  # relaying, or holding connections
+        self._hurry = False  # someone waits in wait_idle: close at once instead of lingering
         self._failing = False
 
     def add(self, alias: str, row_id: int) -> None:
         with self._wake:
             self._pending.setdefault(alias, []).append(row_id)
             if self._thread is None:
+                self._busy = True
                 self._thread = threading.Thread(target=self._run, name="bento-outbox-relay", daemon=True)
                 self._thread.start()
             self._wake.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until every row handed over so far has been tried (relayed, or left); False on timeout."""
+        """Wait until every row handed over so far was tried (relayed, or left) and no connection is held."""
         with self._wake:
+            self._hurry = True
+            self._wake.notify_all()
             return self._wake.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def _run(self) -> None:
         while True:
+            time.sleep(GATHER)
             with self._wake:
-                self._busy = False
-                self._wake.notify_all()
-                self._wake.wait_for(lambda: self._pending)
                 pending, self._pending = self._pending, {}
-                self._busy = True
             for alias, ids in pending.items():
                 self._relay(alias, ids)
             with self._wake:
-                idle = not self._pending
-            if idle:
-                # This thread's own connections: none is held open between bursts.
-                connections.close_all()
+                if self._wake.wait_for(lambda: self._pending or self._hurry, LINGER) and self._pending:
+                    continue
+            connections.close_all()  # this thread's own connections
+            with self._wake:
+                if not self._pending:
+                    self._busy = self._hurry = False
+                    self._wake.notify_all()
+                    self._wake.wait_for(lambda: self._pending)
+                self._busy = True
 
     def _relay(self, alias: str, ids: list[int]) -> None:
         try:
