@@ -9,7 +9,7 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``stats``: hash of counters (delivered, failed, batches).
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
-- ``outbox:<database alias>``: outbox rows pushed whose delete may not have committed yet (see ``relay_rows``).
+- ``outbox:<database alias>:<period>``: outbox rows pushed whose delete may not have committed yet (``relay_rows``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from . import scripts
 from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
 
-#: Seconds a relayed outbox row is remembered when its relay could not say its delete committed: far
-#: longer than a relay takes to come back after a crash, a Redis or a database outage.
+#: Seconds (at least) a relayed outbox row is remembered when its relay could not say its delete committed:
+#: far longer than a relay takes to come back after a crash, a Redis or a database outage.
 RELAY_MEMORY = 7 * 24 * 3600
 
 
@@ -38,10 +39,19 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
-def _row_member(row_id: int, event: bytes) -> str:
+def _row_record(row_id: int, event: bytes) -> bytes:
     # The event's digest beside the id: a reused id (a restored database, a reset sequence) with another
     # event is a different row, never mistaken for one already relayed.
-    return f"{row_id}:{hashlib.blake2b(event, digest_size=8).hexdigest()}"
+    return row_id.to_bytes(8, "big") + hashlib.blake2b(event, digest_size=8).digest()
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What ``relay_rows`` did: how many events it pushed, and where it recorded the rows (``forget_relayed``)."""
+
+    count: int
+    key: str
+    records: bytes
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class Buffer:
         self._pause = register(scripts.PAUSE)
         self._replay = register(scripts.REPLAY)
         self._relay = register(scripts.RELAY)
+        self._forget = register(scripts.FORGET)
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
@@ -146,26 +157,35 @@ class Buffer:
         except redis.RedisError as exc:
             raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
 
-    def relay_rows(self, alias: str, rows: Sequence[tuple[int, bytes]]) -> int:
-        """Push outbox rows (id, event) of database ``alias``, skipping rows pushed before; return how many went.
+    def relay_rows(self, alias: str, rows: Sequence[tuple[int, bytes]], forget: Pushed | None = None) -> Pushed:
+        """Push outbox rows (id, event) of database ``alias``, skipping rows pushed before.
 
-        The rows stay recorded (``RELAY_MEMORY``) until ``forget_relayed``: call it once their delete has
-        committed. BufferUnavailable if Redis cannot take them; then nothing was pushed, or all of them were.
+        Until their records are dropped (``forget`` of the next call, or ``forget_relayed``), once the rows'
+        delete has committed, a second attempt at the same rows pushes nothing. BufferUnavailable if Redis
+        cannot take them: then either nothing was pushed, or all of them were (and are recorded).
         """
-        args: list[Any] = [RELAY_MEMORY]
-        for row_id, event in rows:
-            args += [_row_member(row_id, event), event]
+        key, previous = self._record_keys(alias)
+        records = b"".join(_row_record(row_id, event) for row_id, event in rows)
+        dropped = forget.records if forget else b""
+        keys = [self.queue_key, key, previous, forget.key if forget else key]
         try:
-            return self._relay(keys=[self.queue_key, self._relayed_prefix + alias], args=args)
+            pushed = self._relay(keys=keys, args=[2 * RELAY_MEMORY, records, dropped, *(e for _, e in rows)])
         except redis.RedisError as exc:
             raise BufferUnavailable(f"could not relay outbox rows to Redis: {exc}") from exc
+        return Pushed(pushed, key, records)
 
-    def forget_relayed(self, alias: str, rows: Sequence[tuple[int, bytes]]) -> None:
+    def forget_relayed(self, pushed: Pushed) -> None:
         """Drop the records of relayed rows whose delete has committed: they can never be relayed again."""
         try:
-            self.redis.zrem(self._relayed_prefix + alias, *(_row_member(row_id, event) for row_id, event in rows))
+            self._forget(keys=[pushed.key], args=[pushed.records])
         except redis.RedisError:
-            pass  # the records lapse by themselves after RELAY_MEMORY; they only cost memory until then
+            pass  # the records lapse with their set; they only cost memory until then
+
+    def _record_keys(self, alias: str) -> tuple[str, str]:
+        # Periods by this machine's clock: processes whose clocks differ by less than a period still look in
+        # each other's sets, as every lookup reads two periods.
+        period = int(time.time() // RELAY_MEMORY)
+        return f"{self._relayed_prefix}{alias}:{period}", f"{self._relayed_prefix}{alias}:{period - 1}"
 
     def bury_event(self, event: bytes, reason: str) -> None:
         """Dead-letter one event that never made it into the queue."""

@@ -27,11 +27,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from .buffer import get_buffer
+from .buffer import Pushed, get_buffer
 from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ TABLE = OutboxEvent._meta.db_table
 
 #: Seconds the after-commit relay lets commits gather before one round (a transaction and two Redis calls)
 #: relays them all: a busy process pays one round for many rows. Far below BENTO_FLUSH_INTERVAL.
-GATHER = 0.02
+GATHER = 0.05
 #: Seconds the after-commit relay keeps its database connections after the last commit.
 LINGER = 1.0
 #: Seconds an exiting process waits for its after-commit relay to finish.
@@ -94,25 +97,44 @@ def relay(using: str | None = None, max_seconds: float | None = None) -> Relayed
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     total = Relayed()
     for alias in [using] if using else outbox_aliases():
-        while True:
-            done = relay_chunk(alias)
-            total += done
-            if done.rows < CHUNK or (deadline is not None and time.monotonic() > deadline):
-                break
+        total += _relay_all(alias, None, deadline)
     return total
 
 
-def relay_chunk(alias: str, ids: Sequence[int] | None = None) -> Relayed:
-    """Take up to CHUNK rows (only those in ``ids``, if given) that no other relay holds, push, delete, commit."""
+def _relay_all(alias: str, ids: list[int] | None, deadline: float | None = None) -> Relayed:
+    """Every waiting row (or those in ``ids``), chunk after chunk; each chunk's records are dropped by the next
+    chunk's Redis call, the last chunk's on its own."""
+    total, done = Relayed(), None
+    chunks = repeat(None) if ids is None else (ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK))
+    try:
+        for chunk_ids in chunks:
+            chunk, done = relay_chunk(alias, chunk_ids, done)
+            total += chunk
+            if ids is None and (chunk.rows < CHUNK or (deadline is not None and time.monotonic() > deadline)):
+                break
+        return total
+    finally:
+        if done is not None:
+            get_buffer().forget_relayed(done)
+
+
+def relay_chunk(
+    alias: str, ids: Sequence[int] | None = None, forget: Pushed | None = None
+) -> tuple[Relayed, Pushed | None]:
+    """Take up to CHUNK rows (only those in ``ids``, if given) that no other relay holds, push, delete, commit.
+
+    ``forget``: the previous chunk's records (its delete has committed), dropped in the same Redis call.
+    Returns what was done, and this chunk's records, to drop the same way once nothing else will.
+    """
     connection = connections[alias]
     if connection.in_atomic_block:
         # Inside an outer transaction the delete would commit, or roll back, with it, long after the
-        # Redis record of these rows is dropped below: a rollback would bring rows back to be pushed again.
+        # Redis record of these rows is dropped: a rollback would bring rows back to be pushed again.
         raise RuntimeError("the outbox relay must not run inside a transaction (transaction.atomic)")
     buffer = get_buffer()
     # Plain SQL through Django's connection: the ORM's query building costs more than the round trips.
     table = connection.ops.quote_name(TABLE)
-    where = f"WHERE id IN ({', '.join(['%s'] * len(ids))})" if ids is not None else ""
+    where, params = ("WHERE " + _id_in(connection, ids), _id_params(connection, ids)) if ids is not None else ("", [])
     sqlite = connection.vendor == "sqlite"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         if sqlite:
@@ -120,20 +142,35 @@ def relay_chunk(alias: str, ids: Sequence[int] | None = None) -> Relayed:
             # one to commit and then finds these rows gone; a SELECT first would let both read them.
             # (RETURNING: SQLite 3.35+.)
             subquery = f"SELECT id FROM {table} {where} ORDER BY id LIMIT %s"
-            cursor.execute(f"DELETE FROM {table} WHERE id IN ({subquery}) RETURNING id, event", [*(ids or ()), CHUNK])
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({subquery}) RETURNING id, event", [*params, CHUNK])
         else:
             skip = " SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
             cursor.execute(
-                f"SELECT id, event FROM {table} {where} ORDER BY id LIMIT %s FOR UPDATE{skip}", [*(ids or ()), CHUNK]
+                f"SELECT id, event FROM {table} {where} ORDER BY id LIMIT %s FOR UPDATE{skip}", [*params, CHUNK]
             )
-        rows = sorted((row_id, bytes(event)) for row_id, event in cursor.fetchall())
+        # Drivers return bytes (memoryview: psycopg2); RETURNING has no order, the SELECT is ordered.
+        rows = [(row_id, event if type(event) is bytes else bytes(event)) for row_id, event in cursor.fetchall()]
         if not rows:
-            return Relayed()
-        pushed = buffer.relay_rows(alias, rows)  # raises: the transaction rolls back, the rows stay
+            if forget is not None:
+                buffer.forget_relayed(forget)
+            return Relayed(), None
+        if sqlite:
+            rows.sort()
+        pushed = buffer.relay_rows(alias, rows, forget)  # raises: the transaction rolls back, the rows stay
         if not sqlite:
-            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(rows))})", [r for r, _ in rows])
-    buffer.forget_relayed(alias, rows)
-    return Relayed(len(rows), pushed)
+            taken = [row_id for row_id, _ in rows]
+            cursor.execute(f"DELETE FROM {table} WHERE {_id_in(connection, taken)}", _id_params(connection, taken))
+    return Relayed(len(rows), pushed.count), pushed
+
+
+def _id_in(connection: BaseDatabaseWrapper, ids: Sequence[int]) -> str:
+    # PostgreSQL takes the ids as one array: Django binds parameters in Python, and a thousand
+    # placeholders cost more to bind than the statement takes to run.
+    return "id = ANY(%s)" if connection.vendor == "postgresql" else f"id IN ({', '.join(['%s'] * len(ids))})"
+
+
+def _id_params(connection: BaseDatabaseWrapper, ids: Sequence[int]) -> list[Any]:
+    return [list(ids)] if connection.vendor == "postgresql" else list(ids)
 
 
 def outbox_aliases() -> list[str]:
@@ -225,8 +262,7 @@ class _FastPath:
 
     def _relay(self, alias: str, ids: list[int]) -> None:
         try:
-            for start in range(0, len(ids), CHUNK):
-                relay_chunk(alias, ids[start : start + CHUNK])
+            _relay_all(alias, ids)
         except Exception as exc:  # a failure must not kill the thread: the rows wait for relay()
             if not self._failing:
                 logger.warning(

@@ -26,12 +26,12 @@ def pause() -> None:
     time.sleep(600)
 
 
-def relay_rows(self, alias, rows):
+def relay_rows(self, alias, rows, forget=None):
     global calls
     calls += 1
     if calls == pause_at and when == "before":
         pause()
-    pushed = push(self, alias, rows)
+    pushed = push(self, alias, rows, forget)
     if calls == pause_at and when == "after":
         pause()
     return pushed

@@ -71,7 +71,7 @@ class Pipeline:
 
     def records(self, alias: str = "default") -> int:
         """Rows the relay still remembers (pushed, delete not known to have committed)."""
-        return self.buffer.redis.zcard(f"{{bento}}:outbox:{alias}")
+        return sum(self.buffer.redis.scard(key) for key in self.buffer.redis.keys(f"{{bento}}:outbox:{alias}:*"))
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def test_rows_a_crashed_relay_pushed_are_deleted_not_pushed_again(pipeline):
     finds them recorded in Redis, pushes only the others and deletes them all."""
     raws = fill(5)
     rows = [(row.pk, bytes(row.event)) for row in OutboxEvent.objects.order_by("pk")[:3]]
-    assert pipeline.buffer.relay_rows("default", rows) == 3  # what the dead relay had done
+    assert pipeline.buffer.relay_rows("default", rows).count == 3  # what the dead relay had done
     assert outbox.relay() == outbox.Relayed(rows=5, pushed=2)
     assert pipeline.queued_raw() == raws and waiting() == 0 and pipeline.records() == 0
 
@@ -267,7 +267,9 @@ class RelayProcess:
 
     def expect(self, word: str) -> str:
         line = self.process.stdout.readline()
-        assert line.startswith(word), f"{line!r}\n{self.process.stderr.read() if self.process.poll() else ''}"
+        assert line.startswith(word), (
+            f"{line!r}\n{self.process.stderr.read() if self.process.poll() is not None else ''}"
+        )
         return line
 
     def go(self) -> None:
@@ -299,7 +301,8 @@ def relay_until_empty() -> outbox.Relayed:
 
 def test_four_relays_at_once_take_each_row_once(pipeline, tmp_path):
     """Four relay processes started together over one backlog (20,000 rows on PostgreSQL, 5,000 on SQLite):
-    every row is taken by one relay only (row locks, not the Redis record) and each event is queued once."""
+    every row is taken by one relay only (row locks or SQLite's write lock, not the Redis record) and each
+    event is queued once."""
     count = 20_000 if connection.vendor == "postgresql" else 5_000
     raws = fill(count)
     env = relay_env(tmp_path)
@@ -310,7 +313,8 @@ def test_four_relays_at_once_take_each_row_once(pipeline, tmp_path):
         relay.go()
     results = [relay.result() for relay in relays]
     assert sum(r.rows for r in results) == count and sum(r.pushed for r in results) == count
-    assert sum(1 for r in results if r.rows) >= 2, results  # they did run side by side
+    if connection.vendor == "postgresql":  # SQLite serializes them: one may take every chunk in turn
+        assert sum(1 for r in results if r.rows) >= 2, results  # they did run side by side
     queued = pipeline.queued_raw()
     assert len(queued) == count and sorted(queued) == sorted(raws)
     assert waiting() == 0 and pipeline.records() == 0
@@ -329,7 +333,9 @@ def test_a_relay_killed_mid_run_loses_nothing_and_sends_nothing_twice(pipeline, 
     again = relay_until_empty()
     assert again == outbox.Relayed(rows=1500, pushed=1500 if when == "before" else 500)
     exactly_once(pipeline.deliver(), 2500)
-    assert pipeline.records() == 0
+    # The first chunk's records were to be dropped by the killed relay's next call: they stay until they
+    # lapse (its rows are gone for good). The second chunk's go with the relay that deleted its rows.
+    assert pipeline.records() == (1000 if when == "before" else 0)
 
 
 @postgres_only
