@@ -22,6 +22,7 @@ def test_status_json_counts_events(bento_env, buffer, module):
     assert (status["queued"], status["in_flight"], status["dead"]) == (200, 1000, 0)
     assert all(isinstance(status[k], int) for k in ("queued", "in_flight", "dead", "delivered", "failed"))
     assert status["paused_until"] is None and 0 <= status["oldest_queued_age"] < 60
+    assert status["outbox"] is None and status["outbox_oldest_age"] is None  # no Django, no outbox
     assert bento_env["BENTO_SECRET_KEY"] not in result.stdout + result.stderr
 
 

@@ -113,3 +113,12 @@ def test_one_optional_setting_needs_no_keys(env):
     env.setenv("BENTO_FLUSH_INTERVAL", "soon")
     with pytest.raises(ConfigurationError, match="BENTO_FLUSH_INTERVAL"):
         conf.optional_setting("BENTO_FLUSH_INTERVAL", 5.0)
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("1", True), ("true", True), ("off", False), ("0", False)])
+def test_the_outbox_is_off_unless_turned_on(env, value, on):
+    """BENTO_OUTBOX defaults to off; 1/true turn it on, 0/false/off keep it off."""
+    env.delenv("BENTO_OUTBOX", raising=False)
+    if value is not None:
+        env.setenv("BENTO_OUTBOX", value)
+    assert conf.get_settings().outbox is on
