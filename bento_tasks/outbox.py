@@ -92,12 +92,20 @@ def relay(using: str | None = None, max_seconds: float | None = None) -> Relayed
 
     ``using``: one database alias; by default every alias whose outbox table exists. The beat task
     ``bento_tasks.relay_outbox`` calls this; so can an operator's command. BufferUnavailable if Redis is
-    down: the rows stay, nothing is lost or duplicated.
+    down: the rows stay, nothing is lost or duplicated. A database that cannot be reached is logged and
+    skipped, so the others are still relayed; its error is raised at the end.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    total = Relayed()
-    for alias in [using] if using else outbox_aliases():
-        total += _relay_all(alias, None, deadline)
+    total, failed = Relayed(), None
+    for alias in [using] if using else _candidate_aliases():
+        try:
+            if using or has_table(alias):
+                total += _relay_all(alias, None, deadline)
+        except DatabaseError as exc:
+            logger.error("bento_tasks: outbox relay on database %r failed: %s", alias, exc)
+            failed = failed or exc
+    if failed is not None:
+        raise failed
     return total
 
 
@@ -175,12 +183,15 @@ def _id_params(connection: BaseDatabaseWrapper, ids: Sequence[int]) -> list[Any]
 
 def outbox_aliases() -> list[str]:
     """Database aliases that can hold outbox rows: migrations allowed there and the table created."""
+    return [alias for alias in _candidate_aliases() if has_table(alias)]
+
+
+def _candidate_aliases() -> list[str]:
     return [
         alias
         for alias in connections
         if not connections.settings[alias].get("TEST", {}).get("MIRROR")  # a test mirror is another alias's db
         and router.allow_migrate_model(alias, OutboxEvent)
-        and has_table(alias)
     ]
 
 

@@ -41,13 +41,23 @@ def postgres_reachable() -> bool:
     return True
 
 
-def require_postgres() -> None:
-    """Skip without PostgreSQL on 127.0.0.1:5432, except where BENTO_TESTS_REQUIRE_POSTGRES=1 (CI): there, fail."""
-    if postgres_reachable():
+def mariadb_reachable() -> bool:
+    import pymysql
+
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=5).close()
+    except pymysql.Error:
+        return False
+    return True
+
+
+def require(reachable: bool, flag: str, what: str) -> None:
+    """Skip when a database server is missing, except where ``flag``=1 (CI sets it): there, fail."""
+    if reachable:
         return
-    if os.environ.get("BENTO_TESTS_REQUIRE_POSTGRES") == "1":
-        pytest.fail("BENTO_TESTS_REQUIRE_POSTGRES=1 but PostgreSQL on 127.0.0.1:5432 (user postgres) cannot be reached")
-    pytest.skip("needs PostgreSQL on 127.0.0.1:5432 with trust auth")
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{flag}=1 but {what} cannot be reached")
+    pytest.skip(f"needs {what}")
 
 
 def test_django_integration_suite_passes():
@@ -57,8 +67,14 @@ def test_django_integration_suite_passes():
 
 def test_outbox_suite_passes_on_postgresql():
     """tests/test_outbox.py (the transactional outbox: transactions, relays, kills, concurrency) on PostgreSQL."""
-    require_postgres()
+    require(postgres_reachable(), "BENTO_TESTS_REQUIRE_POSTGRES", "PostgreSQL on 127.0.0.1:5432 (user postgres, trust)")
     run_pytest(ROOT, "--ds=tests.django_outbox_pg", "tests/test_outbox.py")
+
+
+def test_outbox_suite_passes_on_mariadb():
+    """tests/test_outbox.py on MariaDB/MySQL, the other database with SELECT ... FOR UPDATE SKIP LOCKED."""
+    require(mariadb_reachable(), "BENTO_TESTS_REQUIRE_MYSQL", "MariaDB or MySQL on 127.0.0.1:3306 (root, no password)")
+    run_pytest(ROOT, "--ds=tests.django_outbox_mysql", "tests/test_outbox.py")
 
 
 def test_outbox_suite_passes_on_sqlite():
