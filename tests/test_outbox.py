@@ -336,6 +336,27 @@ def test_four_relays_at_once_take_each_row_once(pipeline, tmp_path):
     assert waiting() == 0 and pipeline.records() == 0
 
 
+def test_the_after_commit_relay_racing_two_busy_relays_sends_each_event_once(pipeline, tmp_path):
+    """While two relay processes relay again and again, 300 commits in this process: their rows are taken by
+    whichever relay gets there first (the after-commit thread or another process), each event queued once."""
+    env = relay_env(tmp_path)
+    relays = [RelayProcess(env, when="loop", wait_for_go=True) for _ in range(2)]
+    for relay in relays:
+        relay.expect("READY")
+        relay.go()
+    for n in range(300):
+        with transaction.atomic():
+            send_event_on_commit("signup", f"user{n}@example.com")
+    assert outbox._fast_path.wait_idle(30)
+    for relay in relays:
+        relay.go()  # stop
+    taken = sum(relay.result().rows for relay in relays)
+    relay_until_empty()
+    assert 0 < taken <= 300  # the other relays did take part of it (the rest: the after-commit thread)
+    exactly_once(pipeline.queued(), 300)
+    assert waiting() == 0
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_a_relay_killed_mid_run_loses_nothing_and_sends_nothing_twice(pipeline, tmp_path, when):
     """SIGKILL of a relay on its second chunk of three, with the chunk locked and not yet pushed ("before") or
