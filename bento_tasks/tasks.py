@@ -15,12 +15,13 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from . import conf
 from .api import enqueue
 from .buffer import get_buffer
 from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
-from .exceptions import InvalidEvent
+from .exceptions import ConfigurationError, InvalidEvent
 from .policy import backoff_delay, countdown, dispatch_room, rate_interval
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,11 @@ def relay_outbox() -> dict[str, int]:
     settings = get_settings()
     if not settings.outbox:
         return {"rows": 0, "pushed": 0}
+    if conf._django_settings() is None:
+        raise ConfigurationError(
+            "BENTO_OUTBOX is on but Django is not configured: the outbox is a table of a Django project; "
+            "set DJANGO_SETTINGS_MODULE for this worker, or turn BENTO_OUTBOX off"
+        )
     from . import outbox  # imports Django: only where the outbox is on
 
     relayed = outbox.relay(max_seconds=settings.flush_interval)

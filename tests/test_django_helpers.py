@@ -173,6 +173,14 @@ def test_relay_outbox_with_the_outbox_off_does_nothing(bento_env):
     assert bento_tasks.relay_outbox() == {"rows": 0, "pushed": 0}
 
 
+def test_relay_outbox_without_django_names_the_setting(bento_env, monkeypatch):
+    """BENTO_OUTBOX on in a worker without Django settings: a ConfigurationError that says what to do."""
+    monkeypatch.setenv("BENTO_OUTBOX", "1")
+    conf.reset_settings()
+    with pytest.raises(ConfigurationError, match="BENTO_OUTBOX is on but Django is not configured"):
+        bento_tasks.relay_outbox()
+
+
 def test_package_imports_without_django_and_creates_no_celery_app():
     """`import bento_tasks` works where Django is not installed and creates no Celery app."""
     code = (
