@@ -17,15 +17,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
-# Outbox row records (RELAY, FORGET) travel as one string of 16-byte records, cut apart here.
-_RECORDS = """
-local function split(blob)
-  local records = {}
-  for at = 1, #blob, 16 do records[#records + 1] = string.sub(blob, at, at + 15) end
-  return records
-end
-"""
-
 # CLAIM: move up to ARGV[1] events from the queue into a new batch and lease it.
 # KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list
 # ARGV[1] max events, ARGV[2] max bytes (the first event is taken even if larger, so the post task
@@ -201,6 +192,15 @@ REPLAY = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
+"""
+
+# Outbox row records (RELAY, FORGET) travel as one string of 16-byte records, cut apart here.
+_RECORDS = """
+local function split(blob)
+  local records = {}
+  for at = 1, #blob, 16 do records[#records + 1] = string.sub(blob, at, at + 15) end
+  return records
+end
 """
 
 # RELAY: push the events of outbox rows onto the queue, each row once, however often it is relayed.
