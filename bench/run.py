@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -38,10 +39,11 @@ class Sizes:
     latency_seconds: int  # how long to send 50 events/s
     memory_sizes: tuple[int, int]  # small and large backlog
     dead_letters: int  # replayed and purged (the old way: a tenth of them)
+    outbox: tuple[int, int, int, int]  # transactions per round, rounds; outbox rows relayed per round, rounds
 
 
-FULL = Sizes(2000, 9, 100_000, 5_000, 5, 60, 60, (10_000, 1_000_000), 100_000)
-SMOKE = Sizes(300, 3, 20_000, 1000, 1, 15, 10, (5_000, 50_000), 20_000)
+FULL = Sizes(2000, 9, 100_000, 5_000, 5, 60, 60, (10_000, 1_000_000), 100_000, (1000, 9, 50_000, 5))
+SMOKE = Sizes(300, 3, 20_000, 1000, 1, 15, 10, (5_000, 50_000), 20_000, (200, 3, 5_000, 2))
 
 
 @dataclass
@@ -417,6 +419,46 @@ def dead_letter_ops(sizes: Sizes, report: Report) -> None:
             "≤ 5 s",
             max(seconds["all"], seconds["purge"]) <= 5,
             "1 run",
+# -- 9. the outbox ---------------------------------------------------------------------------------
+
+
+def outbox(sizes: Sizes, report: Report) -> None:
+    """bench/outbox.py in a process of its own (it configures Django), on PostgreSQL."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.outbox", *map(str, sizes.outbox)], cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        report.broken.append(f"outbox: bench/outbox.py failed (PostgreSQL on 127.0.0.1:5432?):\n{done.stderr[-2000:]}")
+        return
+    result = json.loads(done.stdout)
+    write, relay = result["write"], result["relay"]
+    report.check("outbox write", write["problems"])
+    report.check("outbox relay", relay["problems"])
+    calls, _, rows, _ = sizes.outbox
+    us = write["per_call_us"]
+    ratio = median(write["ratios"])
+    report.rows.append(
+        Row(
+            "9. send_event_on_commit with BENTO_OUTBOX, in a transaction with an order INSERT (PostgreSQL)",
+            f"{us['ours']:.0f} µs per transaction, relay thread included",
+            f"the order alone {us['alone']:.0f} µs",
+            f"{ratio:.2f}x",
+            "≤ 1.3x",
+            ratio <= 1.3,
+            f"{spread(write['ratios'], '{:.2f}x')} of {calls:,}; the INSERT alone "
+            f"{median(write['insert_ratios']):.2f}x; in Redis {write['tail_ms']:.0f} ms after the last commit",
+        )
+    )
+    rate, ratio = relay["rates"]["ours"], median(relay["ratios"])
+    report.rows.append(
+        Row(
+            f"9. outbox relay(), {rows:,}-row backlog to Redis, 1 relay (PostgreSQL)",
+            f"{rate:,.0f} rows/s",
+            f"bare SELECT ... FOR UPDATE SKIP LOCKED + DELETE + RPUSH {relay['rates']['floor']:,.0f} rows/s",
+            f"{ratio:.2f}x",
+            "≥ 0.7x, ≫ 1,667/s",
+            ratio >= 0.7 and rate > 10 * 1667,
+            f"ratio {spread(relay['ratios'], '{:.2f}x')}; ours {spread(relay['ours_rates'], '{:,.0f}/s')}",
         )
     )
 
@@ -431,6 +473,7 @@ SECTIONS: dict[str, Callable[[Sizes, Report], None]] = {
     "memory": memory,
     "scale": scale_out,
     "dead": dead_letter_ops,
+    "outbox": outbox,
 }
 
 

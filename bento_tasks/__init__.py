@@ -11,7 +11,7 @@ from .api import track
 from .exceptions import BentoError, BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
 from .helpers import purchase, remove_tag, send_event_on_commit, subscribe, tag, unsubscribe, update_fields
 from .schedule import add_flush_schedule
-from .tasks import flush_events, post_batch, send_event
+from .tasks import flush_events, post_batch, relay_outbox, send_event
 
 __all__ = [
     "BentoError",
@@ -24,6 +24,7 @@ __all__ = [
     "flush_events",
     "post_batch",
     "purchase",
+    "relay_outbox",
     "remove_tag",
     "send_event",
     "send_event_on_commit",

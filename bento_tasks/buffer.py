@@ -19,6 +19,7 @@ Layout, all under one ``{prefix}`` hash tag:
   events dead-lettered, the POST duration histogram; see ``telemetry``).
 - ``minute:<n>``: per-minute series (events delivered, POSTs, 429/5xx/errors, queue depth), kept a day.
 - ``posts``: the last POSTs (time, events, status, duration), JSON, newest first.
+- ``outbox:<database alias>:<period>``: outbox rows pushed whose delete may not have committed yet (``relay_rows``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ from .policy import Action, Health, Kind, Record, horizon
 # Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds.
 REPLAY_WINDOW = 2000
 
+#: Seconds (at least) a relayed outbox row is remembered when its relay could not say its delete committed:
+#: far longer than a relay takes to come back after a crash, a Redis or a database outage.
+RELAY_MEMORY = 7 * 24 * 3600
+
 
 def new_batch_id() -> str:
     return uuid.uuid4().hex
@@ -52,6 +57,21 @@ def new_batch_id() -> str:
 def new_token() -> str:
     """An attempt's fencing token."""
     return uuid.uuid4().hex
+
+
+def _row_record(row_id: int, event: bytes) -> bytes:
+    # The event's digest beside the id: a reused id (a restored database, a reset sequence) with another
+    # event is a different row, never mistaken for one already relayed.
+    return row_id.to_bytes(8, "big") + hashlib.blake2b(event, digest_size=8).digest()
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What ``relay_rows`` did: how many events it pushed, and where it recorded the rows (``forget_relayed``)."""
+
+    count: int
+    key: str
+    records: bytes
 
 
 @dataclass(frozen=True)
@@ -289,6 +309,7 @@ class Buffer:
         self.refusals_key = f"{tag}:refusals"
         self._batch_prefix = f"{tag}:batch:"
         self._meta_prefix = f"{tag}:meta:"
+        self._relayed_prefix = f"{tag}:outbox:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
         self._claim = register(scripts.CLAIM)
@@ -304,6 +325,8 @@ class Buffer:
         self._record_depth = register(scripts.RECORD_DEPTH)
         self._replay_matching = register(scripts.REPLAY_MATCHING)
         self._remove_letters = register(scripts.REMOVE_LETTERS)
+        self._relay = register(scripts.RELAY)
+        self._forget = register(scripts.FORGET)
 
     def batch_key(self, batch_id: str) -> str:
         return self._batch_prefix + batch_id
@@ -322,6 +345,36 @@ class Buffer:
             self.redis.rpush(self.queue_key, *events)
         except redis.RedisError as exc:
             raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
+
+    def relay_rows(self, alias: str, rows: Sequence[tuple[int, bytes]], forget: Pushed | None = None) -> Pushed:
+        """Push outbox rows (id, event) of database ``alias``, skipping rows pushed before.
+
+        Until their records are dropped (``forget`` of the next call, or ``forget_relayed``), once the rows'
+        delete has committed, a second attempt at the same rows pushes nothing. BufferUnavailable if Redis
+        cannot take them: then either nothing was pushed, or all of them were (and are recorded).
+        """
+        key, previous = self._record_keys(alias)
+        records = b"".join(_row_record(row_id, event) for row_id, event in rows)
+        dropped = forget.records if forget else b""
+        keys = [self.queue_key, key, previous, forget.key if forget else key]
+        try:
+            pushed = self._relay(keys=keys, args=[2 * RELAY_MEMORY, records, dropped, *(e for _, e in rows)])
+        except redis.RedisError as exc:
+            raise BufferUnavailable(f"could not relay outbox rows to Redis: {exc}") from exc
+        return Pushed(pushed, key, records)
+
+    def forget_relayed(self, pushed: Pushed) -> None:
+        """Drop the records of relayed rows whose delete has committed: they can never be relayed again."""
+        try:
+            self._forget(keys=[pushed.key], args=[pushed.records])
+        except redis.RedisError:
+            pass  # the records lapse with their set; they only cost memory until then
+
+    def _record_keys(self, alias: str) -> tuple[str, str]:
+        # Periods by this machine's clock: processes whose clocks differ by less than a period still look in
+        # each other's sets, as every lookup reads two periods.
+        period = int(time.time() // RELAY_MEMORY)
+        return f"{self._relayed_prefix}{alias}:{period}", f"{self._relayed_prefix}{alias}:{period - 1}"
 
     def bury_event(self, event: bytes, reason: str) -> None:
         """Dead-letter one event that never made it into the queue."""

@@ -23,7 +23,7 @@ from . import conf
 from .buffer import Buffer
 from .exceptions import BufferUnavailable
 from .policy import dispatch_room
-from .schedule import FLUSH_ENTRY, FLUSH_TASK
+from .schedule import FLUSH_ENTRY, FLUSH_TASK, RELAY_ENTRY, RELAY_TASK
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -36,7 +36,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += [_message(Error, problem) for problem in resolution.errors]
     messages += [_message(Warning, problem) for problem in resolution.warnings]
     if settings is not None:
-        messages += [*_beat(settings, resolution.module), *_redis_memory(settings)]
+        messages += [
+            *_beat(settings, resolution.module),
+            *_redis_memory(settings),
+            *_outbox(settings, kwargs.get("databases")),
+        ]
     return messages
 
 
@@ -96,6 +100,46 @@ def _redis_memory(settings: conf.Settings) -> list[CheckMessage]:
             id="bento_tasks.E004",
         )
     ]
+
+
+def _outbox(settings: conf.Settings, databases: Any) -> list[CheckMessage]:
+    """With BENTO_OUTBOX on: the table must exist (else every on-commit send fails) and beat must relay."""
+    if not settings.outbox:
+        return []
+    from django.db import DEFAULT_DB_ALIAS, DatabaseError
+
+    from . import outbox
+
+    problems: list[CheckMessage] = []
+    # The database is read here even without --database: a missing table breaks every checkout. One that
+    # cannot be reached says nothing; migrate and runserver report that themselves.
+    for alias in databases or [DEFAULT_DB_ALIAS]:
+        try:
+            missing = not outbox.has_table(alias)
+        except DatabaseError:
+            continue
+        if missing:
+            problems.append(
+                Warning(
+                    f"BENTO_OUTBOX is on but the {outbox.TABLE} table does not exist on database {alias!r}: "
+                    "send_event_on_commit() and on_commit=True helpers will fail.",
+                    hint=f"Run: python manage.py migrate bento_tasks --database {alias}",
+                    id="bento_tasks.W010",
+                )
+            )
+    if not any(isinstance(entry, dict) and entry.get("task") == RELAY_TASK for entry in _beat_entries()):
+        problems.append(
+            Warning(
+                f"BENTO_OUTBOX is on but the Celery beat schedule has no entry for {RELAY_TASK}: events left in "
+                "the outbox table (Redis was down at commit, a process died) are never relayed.",
+                hint=f'Add "{RELAY_ENTRY}": {{"task": "{RELAY_TASK}", "schedule": {settings.flush_interval:g}}} '
+                "to CELERY_BEAT_SCHEDULE, or call bento_tasks.add_flush_schedule(app) in your celery.py. "
+                'If django-celery-beat keeps this schedule in the database instead, add "bento_tasks.W011" '
+                "to SILENCED_SYSTEM_CHECKS.",
+                id="bento_tasks.W011",
+            )
+        )
+    return problems
 
 
 def _beat_entries() -> list[Any]:

@@ -44,6 +44,21 @@ def _warn_settings() -> None:
         print(f"bento-tasks: warning: {problem}", file=sys.stderr)
 
 
+def _outbox_backlog() -> dict[str, object]:
+    """``outbox`` rows waiting and ``outbox_oldest_age`` seconds; both None when the outbox is off or Django is not."""
+    if not conf.get_settings().outbox or conf._django_settings() is None:
+        return {"outbox": None, "outbox_oldest_age": None}
+    import django
+    from django.apps import apps
+
+    if not apps.ready:  # the ORM needs the app registry: `manage.py` loads it, `python -m bento_tasks` must
+        django.setup()
+    from . import outbox
+
+    count, age = outbox.backlog()
+    return {"outbox": count, "outbox_oldest_age": age}
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = conf.get_settings()
     where = describe_redis(settings.redis_url)
@@ -57,8 +72,7 @@ def _status(args: argparse.Namespace) -> int:
         else:
             print(f"bento-tasks: {exc} (settings from {settings.source})", file=sys.stderr)
         return 2
-    # outbox: rows waiting in the Django outbox table; null until the outbox exists.
-    status = {**counts, "outbox": None, **context}
+    status = {**counts, **_outbox_backlog(), **context}
     if args.json:
         print(json.dumps(status))
     else:
@@ -83,6 +97,9 @@ def _status(args: argparse.Namespace) -> int:
             f"{status['queued']} event(s) queued, the oldest {age:.0f}s ago, and no flush has ever run: "
             "is celery beat running (celery -A proj beat, or a worker with -B)?"
         )
+    outbox_age = status["outbox_oldest_age"]
+    if outbox_age is not None and outbox_age > args.max_age:
+        problems.append(f"oldest outbox row is {outbox_age:.0f}s old (limit {args.max_age:.0f}s): is beat relaying?")
     for problem in problems:
         print(f"bento-tasks: unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0

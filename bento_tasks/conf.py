@@ -107,6 +107,9 @@ class Settings:
     #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
     #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
     delivery: str = "redis"
+    #: Write events sent with send_event_on_commit (and on_commit=True) into the outbox table, in the caller's
+    #: database transaction, and relay them to Redis after commit (Django only; see bento_tasks.outbox).
+    outbox: bool = False
     #: Bearer token a Prometheus scrape must send to the metrics view and ``bento-tasks metrics``
     #: ("" : the Django view admits only users with the view permission on the Bento status).
     metrics_token: str = field(default="", repr=False)
@@ -306,6 +309,7 @@ SPECS: dict[str, _Spec] = {
     "BENTO_CONFIG_ERROR_PAUSE": _Spec("config_error_pause", _seconds, "a number of seconds above 0", 300),
     "BENTO_MASK_EMAILS": _Spec("mask_emails", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", True),
     "BENTO_DELIVERY": _Spec("delivery", _choice(*DELIVERY_MODES), f"one of {', '.join(DELIVERY_MODES)}", "redis"),
+    "BENTO_OUTBOX": _Spec("outbox", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", False),
     "BENTO_METRICS_TOKEN": _Spec(
         "metrics_token", _text, "a text token, sent as 'Authorization: Bearer <token>'", "...", shown=False
     ),

@@ -2,7 +2,8 @@
 
 Each helper validates its own part with marshmallow (raising ``InvalidEvent`` naming the field,
 e.g. ``details.value.amount``), then goes through ``track()``, or with ``on_commit=True``
-through ``send_event_on_commit()``. Django is imported only by ``send_event_on_commit``.
+through ``send_event_on_commit()`` (and so the outbox, with ``BENTO_OUTBOX``). Django is imported
+only by ``send_event_on_commit``.
 """
 
 from __future__ import annotations
@@ -31,15 +32,23 @@ def send_event_on_commit(
     *,
     using: str | None = None,
 ) -> None:
-    """Queue an event once the current Django transaction commits; never if it rolls back.
+    """Queue an event once the current Django transaction (on database ``using``) commits; never if it rolls back.
 
-    The event is validated and stamped now (``InvalidEvent`` here, not at commit), then pushed to
-    Redis by ``transaction.on_commit`` like ``track()`` would. Outside a transaction it goes at once.
-    If Redis is down at commit, ``BufferUnavailable`` propagates from the commit, as from track().
+    The event is validated and stamped now (``InvalidEvent`` here, not at commit). With ``BENTO_OUTBOX``
+    it is written into the outbox table in this transaction, and relayed to Redis after commit without
+    touching Redis here. Without it, ``transaction.on_commit`` pushes it to Redis like ``track()`` would
+    (outside a transaction at once), and ``BufferUnavailable`` propagates from the commit if Redis is down.
+    The ``BENTO_DELIVERY`` test modes always take the second way.
     """
     from django.db import transaction
 
-    raw = encode_event(build_event(type, email, fields, details, date), get_settings().max_event_bytes)
+    settings = get_settings()
+    raw = encode_event(build_event(type, email, fields, details, date), settings.max_event_bytes)
+    if settings.outbox and settings.delivery == "redis":
+        from . import outbox
+
+        outbox.write(raw, using)
+        return
     transaction.on_commit(partial(enqueue, raw), using=using)
 
 

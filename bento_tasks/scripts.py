@@ -469,3 +469,73 @@ if removed > 0 then
 end
 return removed
 """
+
+# Outbox row records (RELAY, FORGET) travel as one string of 16-byte records, cut apart here.
+_RECORDS = """
+local function split(blob)
+  local records = {}
+  for at = 1, #blob, 16 do records[#records + 1] = string.sub(blob, at, at + 15) end
+  return records
+end
+"""
+
+# RELAY: push the events of outbox rows onto the queue, each row once, however often it is relayed.
+# A relay pushes, then deletes the rows in its database transaction; if it dies or loses its answer
+# in between, the rows are still in the table and the next relay brings them again: the record this
+# script kept of the first attempt makes it skip them, and that relay only deletes them.
+# Records are sets of one database alias per period of time; a row is looked up in this period's and
+# the previous one's, so it is remembered for at least one period whichever period it was pushed in.
+# A row's record is 16 bytes: its id (8 bytes, big-endian) and a digest of its event (8 bytes).
+# KEYS[1] queue list, KEYS[2] this period's record set, KEYS[3] the previous period's record set,
+# KEYS[4] the set holding the records in ARGV[3]
+# ARGV[1] seconds this period's set lives after its last write (two periods), ARGV[2] the rows' records
+#         end to end (n rows: 16 * n bytes, n at most 1000), ARGV[3] records to drop first (the previous
+#         chunk's, whose delete has committed; empty for none), ARGV[4 .. 3+n] the events as queued, in order
+# Returns the number of events pushed (fewer than n when some had been pushed before).
+# One argument for all records and a handful of commands for the whole chunk (SMISMEMBER: Redis 6.2+),
+# none per row; the sets are usually empty (every committed chunk drops its records), then not even read.
+RELAY = (
+    _RECORDS
+    + """
+if #ARGV[3] > 0 then redis.call('SREM', KEYS[4], unpack(split(ARGV[3]))) end
+local records = split(ARGV[2])
+local n = #records
+local function lookup(key)
+  if redis.call('EXISTS', key) == 0 then return nil end
+  return redis.call('SMISMEMBER', key, unpack(records))
+end
+local now, before = lookup(KEYS[2]), lookup(KEYS[3])
+local fresh, events = records, nil
+if now or before then
+  fresh, events = {}, {}
+  for k = 1, n do
+    if not ((now and now[k] == 1) or (before and before[k] == 1)) then
+      fresh[#fresh + 1] = records[k]
+      events[#events + 1] = ARGV[3 + k]
+    end
+  end
+end
+if #fresh > 0 then
+  redis.call('SADD', KEYS[2], unpack(fresh))
+  if events then
+    redis.call('RPUSH', KEYS[1], unpack(events))
+  else
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, 4, 3 + n))
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return #fresh
+"""
+)
+
+# FORGET: drop the records of relayed rows whose delete has committed (they can never come back), when
+# no next RELAY call carries them.
+# KEYS[1] the record set RELAY wrote them to
+# ARGV[1] the rows' records end to end, as given to RELAY
+# Returns the number of records dropped.
+FORGET = (
+    _RECORDS
+    + """
+return redis.call('SREM', KEYS[1], unpack(split(ARGV[1])))
+"""
+)

@@ -1,6 +1,6 @@
 """Celery tasks: thin glue between the buffer (Redis), the client (HTTP) and the policy (decisions).
 
-All three are ``shared_task``s with explicit names, so a Django project's own Celery
+All four are ``shared_task``s with explicit names, so a Django project's own Celery
 app runs them; none of them creates an app. ``post_batch`` takes a batch (BEGIN), POSTs it,
 asks ``policy.decide`` what to do and has the buffer execute that in one script.
 """
@@ -19,13 +19,16 @@ from typing import Any
 from celery import Task, shared_task
 from kombu.exceptions import OperationalError
 
-from . import worker  # noqa: F401  (worker-start checks, for every app that runs these tasks)
+from . import (
+    conf,
+    worker,  # noqa: F401  (worker-start checks, for every app that runs these tasks)
+)
 from .api import enqueue
 from .buffer import Buffer, Done, Expired, get_buffer, new_token
 from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
-from .exceptions import BrokerUnavailable, BufferUnavailable, InvalidEvent
+from .exceptions import BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
 from .policy import Action, Health, Kind, after_death, decide, dispatch_room, rate_interval
 from .telemetry import PostSample
 
@@ -310,3 +313,26 @@ def _log_decision(batch_id: str, what: str, action: Action, done: Done) -> None:
             until.isoformat(timespec="seconds"),
             action.reason[:300],
         )
+
+
+@shared_task(name="bento_tasks.relay_outbox", ignore_result=True)
+def relay_outbox() -> dict[str, int]:
+    """Beat task (``BENTO_OUTBOX``): move the outbox rows the after-commit relay left behind to the Redis buffer.
+
+    Its own task, not a step of the flush: a slow or unreachable database must not hold up delivery of
+    what is already in Redis. A tick stops after BENTO_FLUSH_INTERVAL seconds; the next one goes on.
+    """
+    settings = get_settings()
+    if not settings.outbox:
+        return {"rows": 0, "pushed": 0}
+    if conf._django_settings() is None:
+        raise ConfigurationError(
+            "BENTO_OUTBOX is on but Django is not configured: the outbox is a table of a Django project; "
+            "set DJANGO_SETTINGS_MODULE for this worker, or turn BENTO_OUTBOX off"
+        )
+    from . import outbox  # imports Django: only where the outbox is on
+
+    relayed = outbox.relay(max_seconds=settings.flush_interval)
+    if relayed.rows:
+        logger.info("bento_tasks: outbox relay: %d row(s), %d event(s) pushed", relayed.rows, relayed.pushed)
+    return {"rows": relayed.rows, "pushed": relayed.pushed}

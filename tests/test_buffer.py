@@ -336,3 +336,80 @@ def test_full_only_claim_leaves_a_short_queue_alone(buffer):
     assert buffer.batch_counts() == (0, 0)
     buffer.push(*_events(1, start=999))
     assert len(claim_events(buffer, full_only=True)[1]) == 1000
+
+
+def _queued(buffer) -> list[bytes]:
+    return buffer.redis.lrange(buffer.queue_key, 0, -1)
+
+
+def _record_keys(buffer) -> list[bytes]:
+    return sorted(buffer.redis.keys("{bento}:outbox:*"))
+
+
+def test_relay_rows_pushes_a_row_once_until_its_records_are_dropped(buffer):
+    """RELAY pushes outbox rows in order and records them; the same rows again push nothing; once the records are
+    dropped (the delete committed) no record is left in Redis."""
+    rows = list(enumerate(_events(3), start=1))
+    first = buffer.relay_rows("default", rows)
+    assert first.count == 3 and _queued(buffer) == _events(3)
+    assert buffer.relay_rows("default", rows).count == 0  # a relay retrying after a crash
+    retry = buffer.relay_rows("default", [*rows, (4, _events(1, 3)[0])])
+    assert retry.count == 1 and _queued(buffer) == _events(4)
+    buffer.forget_relayed(first)
+    assert buffer.relay_rows("default", rows[:1]).count == 1  # forgotten: would be pushed again
+    buffer.forget_relayed(retry)  # a retry's records cover every row it took, pushed or skipped
+    assert _record_keys(buffer) == []
+
+
+def test_a_relay_call_drops_the_records_it_is_handed(buffer):
+    """The records of the previous chunk ride in the next chunk's call and are dropped there."""
+    first = buffer.relay_rows("default", list(enumerate(_events(2), start=1)))
+    second = buffer.relay_rows("default", list(enumerate(_events(2, 2), start=3)), forget=first)
+    assert buffer.relay_rows("default", list(enumerate(_events(2), start=1))).count == 2  # first's records gone
+    assert buffer.relay_rows("default", list(enumerate(_events(2, 2), start=3))).count == 0  # second's kept
+    assert second.count == 2
+
+
+def test_a_reused_row_id_with_another_event_is_a_new_row(buffer):
+    """Records hold a digest of the event: a restored database or reset sequence reusing an id is not skipped."""
+    old, new = _events(2)
+    buffer.relay_rows("default", [(7, old)])
+    assert buffer.relay_rows("default", [(7, new)]).count == 1
+    assert _queued(buffer) == [old, new]
+
+
+def test_relay_records_are_kept_apart_per_database_alias(buffer):
+    """Row 1 of one database and row 1 of another, even with the same bytes, are both pushed."""
+    [event] = _events(1)
+    assert buffer.relay_rows("default", [(1, event)]).count == 1
+    assert buffer.relay_rows("other", [(1, event)]).count == 1
+    assert buffer.relay_rows("other", [(1, event)]).count == 0
+
+
+def test_a_record_outlives_the_change_of_period(buffer, monkeypatch):
+    """A row pushed at the end of one period is still recorded in the next; records lapse with their set."""
+    from bento_tasks import buffer as module
+
+    rows = list(enumerate(_events(2), start=1))
+    start = 1000 * module.RELAY_MEMORY
+    monkeypatch.setattr(module.time, "time", lambda: start - 1)
+    pushed = buffer.relay_rows("default", rows)
+    monkeypatch.setattr(module.time, "time", lambda: start + 1)
+    assert buffer.relay_rows("default", rows).count == 0
+    monkeypatch.setattr(module.time, "time", lambda: start + module.RELAY_MEMORY + 1)
+    assert buffer.relay_rows("default", rows).count == 2  # two periods later: a retry that late pushes again
+    assert 0 < buffer.redis.ttl(pushed.key) <= 2 * module.RELAY_MEMORY
+
+
+def test_relay_rows_raises_buffer_unavailable_when_redis_is_down(bento_env, monkeypatch):
+    """An unreachable Redis is BufferUnavailable, so the relay's transaction rolls back and the rows stay."""
+    import pytest
+    from conftest import free_port
+
+    from bento_tasks import BufferUnavailable, conf
+    from bento_tasks.buffer import get_buffer
+
+    monkeypatch.setenv("BENTO_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    conf.reset_settings()
+    with pytest.raises(BufferUnavailable, match="could not relay outbox rows"):
+        get_buffer().relay_rows("default", [(1, _events(1)[0])])

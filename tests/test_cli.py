@@ -28,6 +28,7 @@ def test_status_json_counts_events(bento_env, buffer, module):
     assert all(isinstance(status[k], int) for k in counts)
     assert status["paused_until"] is None and 0 <= status["oldest_queued_age"] < 60
     assert status["maxmemory_policy"] == "noeviction"
+    assert status["outbox"] is None and status["outbox_oldest_age"] is None  # no Django, no outbox
     assert bento_env["BENTO_SECRET_KEY"] not in result.stdout + result.stderr
 
 

@@ -241,3 +241,12 @@ def test_isolation_and_copy_limits_must_be_at_least_one(env, name):
     env.setenv(name, "0")
     with pytest.raises(ConfigurationError, match=f"{name} is '0': expected a whole number, 1 or more"):
         conf.get_settings()
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("1", True), ("true", True), ("off", False), ("0", False)])
+def test_the_outbox_is_off_unless_turned_on(env, value, on):
+    """BENTO_OUTBOX defaults to off; 1/true turn it on, 0/false/off keep it off."""
+    env.delenv("BENTO_OUTBOX", raising=False)
+    if value is not None:
+        env.setenv("BENTO_OUTBOX", value)
+    assert conf.get_settings().outbox is on

@@ -349,3 +349,4 @@ def test_status_cli_reads_the_django_settings_module(queue, redis_url, tmp_path)
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     assert status["redis"] == {"host": "127.0.0.1", "port": port, "db": 0}
     assert status["settings"] == "Django settings (cli_settings)"
+    assert status["outbox"] is None  # BENTO_OUTBOX is off

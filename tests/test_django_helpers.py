@@ -157,11 +157,36 @@ def test_add_flush_schedule_reads_the_interval_when_the_app_is_configured(bento_
     assert configured.conf.beat_schedule == own
 
 
+def test_add_flush_schedule_adds_the_outbox_relay_when_the_outbox_is_on(bento_env, monkeypatch):
+    """With BENTO_OUTBOX on, add_flush_schedule() also runs bento_tasks.relay_outbox every BENTO_FLUSH_INTERVAL."""
+    monkeypatch.setenv("BENTO_OUTBOX", "1")
+    app = Celery("project", set_as_current=False)
+    bento_tasks.add_flush_schedule(app)
+    assert app.conf.beat_schedule == {
+        "bento-flush": {"task": "bento_tasks.flush_events", "schedule": 0.5},
+        "bento-relay": {"task": "bento_tasks.relay_outbox", "schedule": 0.5},
+    }
+
+
+def test_relay_outbox_with_the_outbox_off_does_nothing(bento_env):
+    """The relay task, run where BENTO_OUTBOX is off (here without Django configured), touches no database."""
+    assert bento_tasks.relay_outbox() == {"rows": 0, "pushed": 0}
+
+
+def test_relay_outbox_without_django_names_the_setting(bento_env, monkeypatch):
+    """BENTO_OUTBOX on in a worker without Django settings: a ConfigurationError that says what to do."""
+    monkeypatch.setenv("BENTO_OUTBOX", "1")
+    conf.reset_settings()
+    with pytest.raises(ConfigurationError, match="BENTO_OUTBOX is on but Django is not configured"):
+        bento_tasks.relay_outbox()
+
+
 def test_package_imports_without_django_and_creates_no_celery_app():
     """`import bento_tasks` works where Django is not installed and creates no Celery app."""
     code = (
         "import sys; sys.modules['django'] = None\n"  # makes every `import django...` fail
         "import bento_tasks, bento_tasks.pytest_plugin\n"
+        "from bento_tasks import relay_outbox\n"
         "from celery import _state\n"
         "assert _state.default_app is None and getattr(_state._tls, 'current_app', None) is None\n"
     )

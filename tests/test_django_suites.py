@@ -31,6 +31,35 @@ def run_pytest(cwd, *args: str) -> None:
     assert " passed" in done.stdout, done.stdout
 
 
+def postgres_reachable() -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5").close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+def mariadb_reachable() -> bool:
+    import pymysql
+
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=5).close()
+    except pymysql.Error:
+        return False
+    return True
+
+
+def require(reachable: bool, flag: str, what: str) -> None:
+    """Skip when a database server is missing, except where ``flag``=1 (CI sets it): there, fail."""
+    if reachable:
+        return
+    if os.environ.get(flag) == "1":
+        pytest.fail(f"{flag}=1 but {what} cannot be reached")
+    pytest.skip(f"needs {what}")
+
+
 def test_django_integration_suite_passes():
     """tests/test_django_app.py (checks, settings from Django, on-commit sends) passes under pytest-django."""
     run_pytest(ROOT, "--ds=tests.django_settings", "tests/test_django_app.py")
@@ -50,6 +79,23 @@ def test_django_browser_suite_passes():
             "needs Debian's chromium and chromium-driver (CI installs them and sets BENTO_TESTS_REQUIRE_BROWSER=1)"
         )
     run_pytest(ROOT, "--ds=tests.django_admin_settings", "tests/test_django_browser.py")
+
+
+def test_outbox_suite_passes_on_postgresql():
+    """tests/test_outbox.py (the transactional outbox: transactions, relays, kills, concurrency) on PostgreSQL."""
+    require(postgres_reachable(), "BENTO_TESTS_REQUIRE_POSTGRES", "PostgreSQL on 127.0.0.1:5432 (user postgres, trust)")
+    run_pytest(ROOT, "--ds=tests.django_outbox_pg", "tests/test_outbox.py")
+
+
+def test_outbox_suite_passes_on_mariadb():
+    """tests/test_outbox.py on MariaDB/MySQL, the other database with SELECT ... FOR UPDATE SKIP LOCKED."""
+    require(mariadb_reachable(), "BENTO_TESTS_REQUIRE_MYSQL", "MariaDB or MySQL on 127.0.0.1:3306 (root, no password)")
+    run_pytest(ROOT, "--ds=tests.django_outbox_mysql", "tests/test_outbox.py")
+
+
+def test_outbox_suite_passes_on_sqlite():
+    """tests/test_outbox.py on SQLite (database files), where relays serialize on the write lock."""
+    run_pytest(ROOT, "--ds=tests.django_outbox_sqlite", "tests/test_outbox.py")
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The shop's own Celery app, configured from Django settings alone; its beat runs the Bento flush."""
+"""The shop's own Celery app, configured from Django settings alone; its beat runs the Bento flush and relay."""
 
 import os
 
@@ -11,4 +11,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 app = Celery("shop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()  # also finds bento_tasks.tasks, through INSTALLED_APPS
-bento_tasks.add_flush_schedule(app)  # beat runs bento_tasks.flush_events every BENTO_FLUSH_INTERVAL seconds
+# beat runs bento_tasks.flush_events and (BENTO_OUTBOX) bento_tasks.relay_outbox every BENTO_FLUSH_INTERVAL seconds
+bento_tasks.add_flush_schedule(app)

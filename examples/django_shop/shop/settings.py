@@ -31,8 +31,11 @@ BENTO_PUBLISHABLE_KEY = os.environ.get("BENTO_PUBLISHABLE_KEY", "")
 BENTO_SECRET_KEY = os.environ.get("BENTO_SECRET_KEY", "")
 BENTO_API_URL = os.environ.get("BENTO_API_URL", "https://app.bentonow.com/api/v1")
 BENTO_REDIS_URL = os.environ.get("BENTO_REDIS_URL", "redis://localhost:6379/0")
+# Events sent on commit are written into the outbox table (bento_tasks' migration) in the checkout's own
+# transaction, then relayed to Redis: a Redis outage at checkout loses nothing and fails no request.
+BENTO_OUTBOX = True
 
-# Celery: read by shop/celery.py (namespace "CELERY"). The flush's beat entry is added there.
+# Celery: read by shop/celery.py (namespace "CELERY"). The beat entries (flush, outbox relay) are added there.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/1")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a killed worker strands at most one message

@@ -40,7 +40,8 @@ def checkout(request: HttpRequest) -> JsonResponse:
             order = Order.objects.create(
                 email=email, sku=sku, quantity=quantity, amount=price * quantity, currency="USD"
             )
-            # Queued when this transaction commits; a declined card below rolls back order and event alike.
+            # Written into the outbox in this transaction (BENTO_OUTBOX), relayed to Redis once it commits;
+            # a declined card below rolls back order and event alike.
             bento_tasks.purchase(
                 email,
                 unique_key=f"order-{order.pk}",  # Bento counts a resent purchase with this key once

@@ -3,7 +3,7 @@
 From bento-tasks' pytest plugin: ``bento_outbox`` (events kept in memory), ``bento_fake`` (a real
 HTTP fake of Bento) and ``bento_sync`` (each event POSTed to that fake at once). From pytest-django:
 ``client``, ``settings`` and ``django_capture_on_commit_callbacks``. Here: a private Redis and a live
-Celery worker for the end-to-end test.
+Celery worker for the end-to-end tests, on the test database (PostgreSQL, see shop/settings_test.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.db import connection
 
 from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 
@@ -31,9 +32,10 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def live_shop(settings, redis_server, bento_fake: FakeBento, tmp_path) -> Iterator[dict[str, str]]:
-    """The shop wired to a real pipeline (Redis buffer and broker, the fake Bento) in this process and in a
-    live `celery -A shop worker -B`, which gets these settings from a Django settings module alone.
+def live_shop(settings, transactional_db, redis_server, bento_fake: FakeBento, tmp_path) -> Iterator[dict[str, str]]:
+    """The shop wired to a real pipeline (Redis buffer and broker, the fake Bento, the test database with its
+    outbox table) in this process and in a live `celery -A shop worker -B`, which gets these settings from a
+    Django settings module alone.
 
     Returns the environment of that worker, for running other commands (the status CLI) the same way.
     """
@@ -49,7 +51,9 @@ def live_shop(settings, redis_server, bento_fake: FakeBento, tmp_path) -> Iterat
     }
     for name, value in values.items():
         setattr(settings, name, value)
-    lines = ["from shop.settings import *  # noqa: F403"] + [f"{name} = {value!r}" for name, value in values.items()]
+    database = {key: connection.settings_dict[key] for key in ("ENGINE", "NAME", "HOST", "PORT", "USER")}
+    lines = ["from shop.settings import *  # noqa: F403", f"DATABASES = {{'default': {database!r}}}"]
+    lines += [f"{name} = {value!r}" for name, value in values.items()]
     (tmp_path / "shop_live_settings.py").write_text("\n".join(lines) + "\n")
     # No BENTO_* or CELERY_* variables: the worker must find everything in the settings module.
     env = {
