@@ -419,6 +419,10 @@ def dead_letter_ops(sizes: Sizes, report: Report) -> None:
             "≤ 5 s",
             max(seconds["all"], seconds["purge"]) <= 5,
             "1 run",
+        )
+    )
+
+
 # -- 9. the outbox ---------------------------------------------------------------------------------
 
 
