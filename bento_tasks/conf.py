@@ -62,6 +62,8 @@ class Settings:
     #: Where track() and send_event put events: "redis" (the buffer, for production), or for tests
     #: "sync" (POST each event to Bento before returning) or "outbox" (kept in memory, see pytest_plugin).
     delivery: str = "redis"
+    #: Celery 5.7 workers only: keep a worker alive when its Redis broker restarts (see bento_tasks.compat).
+    celery_reconnect_fix: bool = True
 
     @property
     def lease_seconds(self) -> float:
@@ -75,6 +77,10 @@ class Settings:
     @property
     def events_url(self) -> str:
         return f"{self.api_url.rstrip('/')}/batch/events"
+
+
+def _parse_bool(value: Any) -> bool:
+    return str(value).strip().lower() not in ("0", "false", "no", "off")
 
 
 _REQUIRED = ("BENTO_SITE_UUID", "BENTO_PUBLISHABLE_KEY", "BENTO_SECRET_KEY")
@@ -96,8 +102,9 @@ _OPTIONAL: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BENTO_CONNECT_TIMEOUT": ("connect_timeout", float),
     "BENTO_LEASE_MARGIN": ("lease_margin", float),
     "BENTO_CONFIG_ERROR_PAUSE": ("config_error_pause", float),
-    "BENTO_MASK_EMAILS": ("mask_emails", lambda v: str(v).strip().lower() not in ("0", "false", "no", "off")),
+    "BENTO_MASK_EMAILS": ("mask_emails", _parse_bool),
     "BENTO_DELIVERY": ("delivery", str),
+    "BENTO_CELERY_RECONNECT_FIX": ("celery_reconnect_fix", _parse_bool),
 }
 
 DELIVERY_MODES = ("redis", "sync", "outbox")
