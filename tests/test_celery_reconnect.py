@@ -31,6 +31,9 @@ FIX_ACTIVE = "reconnect fix active"
 FIX_OFF = "BENTO_CELERY_RECONNECT_FIX is off"
 CRASH = "Unrecoverable error: AttributeError"
 SHOP = ROOT / "examples" / "django_shop"
+# Celery 5.4 loses the ack of a message delivered before the restart (measured with kombu 5.6.2): the broker
+# redelivers it after visibility_timeout, and post_batch then finds its batch delivered and does nothing.
+ACK_SURVIVES_A_RESTART = compat.celery_version() >= (5, 6)
 
 StartWorker = Callable[..., CeleryWorker]
 
@@ -71,7 +74,8 @@ def assert_worker_survived(worker: CeleryWorker, server: RedisServer, fake: Fake
     buffer = get_buffer()
     broker = redis.Redis.from_url(server.url(BROKER_DB))
     wait_until(alive_and(lambda: buffer.status()["delivered"] == 3), 30, message="the in-flight batch's ACK")
-    wait_until(alive_and(lambda: broker.hlen("unacked") == 0), 30, message="the post_batch message's ack")
+    if ACK_SURVIVES_A_RESTART:
+        wait_until(alive_and(lambda: broker.hlen("unacked") == 0), 30, message="the post_batch message's ack")
     for i in range(2):
         track("signup", f"after{i}@example.com")
     wait_until(alive_and(lambda: len(fake.events) >= 5), 30, message="events tracked after the restart")
