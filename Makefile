@@ -1,13 +1,15 @@
 # make test: a virtualenv in .venv, the package and its test dependencies, lint, the whole suite.
 # make demo: the pipeline end to end against the fake Bento (never a real account).
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
+# make matrix: the whole suite on every supported-version combination (noxfile.py; NOX_ARGS="-s oldest" for one).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+NOX_ARGS ?=
 
-.PHONY: install test lint demo bench bench-smoke clean
+.PHONY: install test lint demo bench bench-smoke matrix clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -38,5 +40,8 @@ bench: $(BENCH_STAMP)
 bench-smoke: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --smoke
 
+matrix: $(STAMP)
+	$(BIN)/nox $(NOX_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

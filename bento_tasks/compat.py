@@ -57,7 +57,7 @@ def apply_reconnect_fix() -> bool:
         try:
             return collect(self, *args, **kwargs)
         finally:
-            self._default_channel = None
+            self._default_channel = None  # type: ignore[attr-defined]  # private: not in the kombu stubs
 
     collect_and_forget_channel.bento_reconnect_fix = True  # type: ignore[attr-defined]
     Connection.collect = collect_and_forget_channel  # type: ignore[method-assign]
