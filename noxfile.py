@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from collections.abc import Callable
 from typing import NamedTuple
@@ -60,9 +61,12 @@ VERSIONS = (
 def interpreter(version: str) -> str:
     """The newest pyenv build of ``version`` (e.g. 3.10 -> ~/.pyenv/versions/3.10.13/bin/python3.10)."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    builds = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}"))
-    builds.sort(key=lambda path: int(path.split(os.sep)[-3].split(".")[2]))
-    return builds[-1] if builds else shutil.which(f"python{version}") or version
+    builds: dict[int, str] = {}
+    for path in glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")):
+        release = path.split(os.sep)[-3]  # 3.10.13; skips builds such as 3.13.0t or 3.12-dev
+        if re.fullmatch(r"\d+\.\d+\.\d+", release):
+            builds[int(release.rsplit(".", 1)[1])] = path
+    return builds[max(builds)] if builds else shutil.which(f"python{version}") or version
 
 
 def suite(stack: Stack) -> Callable[[nox.Session], None]:
