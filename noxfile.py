@@ -7,7 +7,8 @@ Not the Cartesian product: each session is a combination pip can install and a u
 that every Python and every end of every range appears at least once, the two corners are whole, and
 each old end also meets the other packages' new ends. What rules combinations out:
 
-- Django 6.x needs Python >= 3.12; Django 4.2 supports Python <= 3.12.
+- Django 6.x needs Python >= 3.12; Django 4.2 supports Python <= 3.12; marshmallow 4.4 needs Python >= 3.11
+  (so Python 3.10's newest is marshmallow 4.3).
 - Celery's ``redis`` extra bounds redis-py: Celery 5.4 ``<6``, 5.6 (kombu 5.6) ``<6.5``, 5.7 (kombu 5.7)
   ``>=6.4``. So redis-py 5.x runs with Celery 5.4 and 5.6, redis-py 8.x with Celery 5.7 only.
 
@@ -43,7 +44,7 @@ class Stack(NamedTuple):
 
 MATRIX = [
     Stack("oldest", python="3.10", django="4.2", celery="5.4", redis="5.0", marshmallow="4.0"),
-    Stack("py3.10-newest-libraries", python="3.10", django="5.2", celery="5.7", redis="8", marshmallow="4.4"),
+    Stack("py3.10-newest-libraries", python="3.10", django="5.2", celery="5.7", redis="8", marshmallow="4.3"),
     Stack("py3.11-celery5.6", python="3.11", django="4.2", celery="5.6", redis="5.0", marshmallow="4.4"),
     Stack("py3.12-django4.2-celery5.7", python="3.12", django="4.2", celery="5.7", redis="8", marshmallow="4.0"),
     Stack("py3.12-django6.1-celery5.4", python="3.12", django="6.1", celery="5.4", redis="5.0", marshmallow="4.0"),
