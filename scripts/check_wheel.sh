@@ -2,7 +2,7 @@
 # The package as a user gets it: build the sdist and wheel, `twine check` them, make sure the wheel
 # holds the package and nothing else (no tests, benchmarks, example project, scripts or docs), install
 # it into a fresh virtualenv outside the repository and there run the import, the console script and
-# the pytest plugin's three fixtures.
+# the pytest plugin's three fixtures. Classifiers are checked against the index's list (trove-classifiers).
 #
 # build and twine are installed here, into a throwaway virtualenv, not into an extra: the check then
 # needs nothing from `make install`, and the package's published metadata carries no release tooling.
@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== build (sdist, then the wheel from it) with $("$python" --version)"
 "$python" -m venv "$work/tools"
-"$work/tools/bin/python" -m pip install --quiet --upgrade pip build twine
+"$work/tools/bin/python" -m pip install --quiet --upgrade pip build twine trove-classifiers
 "$work/tools/bin/python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 || {
   cat "$work/build.log"
   exit 1
@@ -27,13 +27,22 @@ wheel="$(ls "$work"/dist/*.whl)"
 echo "== twine check --strict"
 "$work/tools/bin/twine" check --strict "$work"/dist/*
 
-echo "== wheel contents"
+echo "== wheel contents and classifiers"
 "$work/tools/bin/python" - "$wheel" <<'EOF'
 import sys
 import zipfile
+from email.parser import Parser
 
-names = zipfile.ZipFile(sys.argv[1]).namelist()
+from trove_classifiers import classifiers as known
+
+wheel = zipfile.ZipFile(sys.argv[1])
+names = wheel.namelist()
 dist_info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
+metadata = Parser().parsestr(wheel.read(dist_info + "/METADATA").decode())
+unknown = [c for c in metadata.get_all("Classifier", []) if c not in known]
+if unknown:
+    sys.exit(f"classifiers the package index would refuse: {unknown}")
+print(f"{len(metadata.get_all('Classifier', []))} classifiers, all known; Requires-Python {metadata['Requires-Python']}")
 stray = [name for name in names if not (name.startswith("bento_tasks/") or name.startswith(dist_info + "/"))]
 packages = sorted({name.rsplit("/", 1)[0] for name in names if name.startswith("bento_tasks/")})
 print(f"{len(names)} files; packages: {', '.join(packages)}")
