@@ -2,13 +2,15 @@
 # make demo: the pipeline end to end against the fake Bento (never a real account).
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
 # make bench-admin: admin page timings with 100,000 dead letters.
+# make matrix: the whole suite on every supported-version combination (noxfile.py; NOX_ARGS="-s oldest" for one).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+NOX_ARGS ?=
 
-.PHONY: install test lint demo bench bench-smoke bench-admin clean
+.PHONY: install test lint demo bench bench-smoke bench-admin matrix clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -43,5 +45,8 @@ bench-smoke: $(BENCH_STAMP)
 bench-admin: $(STAMP)
 	$(BIN)/python -m bench.admin_pages
 
+matrix: $(STAMP)
+	$(BIN)/nox $(NOX_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

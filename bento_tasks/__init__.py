@@ -6,7 +6,7 @@ that your project's app (or ``bento_tasks.celery.app``) picks up.
 
 __version__ = "0.1.0"
 
-from . import worker as _worker  # noqa: F401  (connects the worker-start signal handlers)
+from . import worker  # noqa: F401  (connects the worker-start hook)
 from .api import track
 from .exceptions import BentoError, BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
 from .helpers import purchase, remove_tag, send_event_on_commit, subscribe, tag, unsubscribe, update_fields

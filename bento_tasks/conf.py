@@ -110,6 +110,8 @@ class Settings:
     #: Write events sent with send_event_on_commit (and on_commit=True) into the outbox table, in the caller's
     #: database transaction, and relay them to Redis after commit (Django only; see bento_tasks.outbox).
     outbox: bool = False
+    #: Celery 5.7 workers only: keep a worker alive when its Redis broker restarts (see bento_tasks.compat).
+    celery_reconnect_fix: bool = True
     #: Bearer token a Prometheus scrape must send to the metrics view and ``bento-tasks metrics``
     #: ("" : the Django view admits only users with the view permission on the Bento status).
     metrics_token: str = field(default="", repr=False)
@@ -310,6 +312,9 @@ SPECS: dict[str, _Spec] = {
     "BENTO_MASK_EMAILS": _Spec("mask_emails", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", True),
     "BENTO_DELIVERY": _Spec("delivery", _choice(*DELIVERY_MODES), f"one of {', '.join(DELIVERY_MODES)}", "redis"),
     "BENTO_OUTBOX": _Spec("outbox", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", False),
+    "BENTO_CELERY_RECONNECT_FIX": _Spec(
+        "celery_reconnect_fix", _boolean, "true or false (also 1/0, yes/no, on/off, in any case)", True
+    ),
     "BENTO_METRICS_TOKEN": _Spec(
         "metrics_token", _text, "a text token, sent as 'Authorization: Bearer <token>'", "...", shown=False
     ),

@@ -1,8 +1,11 @@
-"""What a Celery worker does when it starts: connected to Celery's worker signals on import.
+"""What a Celery worker does when it starts, for any app that runs bento_tasks' tasks.
 
-``bento_tasks`` imports this module, so the project's own worker (which loads bento_tasks through
-``autodiscover_tasks()``) and the standalone app both run it; outside a worker the signals never fire.
-A problem is logged, never raised: the worker keeps running.
+``celeryd_after_setup`` is sent in the worker's main process by ``celery -A APP worker``, after the
+app's modules are imported (so also when ``bento_tasks`` arrives through a Django project's
+``autodiscover_tasks()`` or ``INSTALLED_APPS``), after logging is configured, and before the pool is
+forked or the broker connected. Importing ``bento_tasks`` connects the handler; only worker processes
+ever run it, so producers, beat and the CLI are left alone. A problem is logged, never raised: the
+worker keeps running.
 """
 
 from __future__ import annotations
@@ -10,18 +13,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup
 
-from . import conf
+from . import compat, conf
 from .buffer import get_buffer
 from .exceptions import BufferUnavailable, ConfigurationError
 
 logger = logging.getLogger(__name__)
 
 
-def report_settings(sender: Any = None, **kwargs: Any) -> None:
-    """Log, once per worker, every settings problem: a refused value, a missing key (this worker cannot
-    POST), a BENTO_* environment variable Django settings do not use, an unknown name."""
+@celeryd_after_setup.connect(dispatch_uid="bento_tasks.worker.on_worker_start")
+def on_worker_start(**kwargs: Any) -> None:
+    enabled = conf.optional_setting("BENTO_CELERY_RECONNECT_FIX", conf.Settings.celery_reconnect_fix)
+    compat.configure_reconnect_fix(enabled)
+    report_settings()
+    check_redis_memory()
+
+
+def report_settings() -> None:
+    """Log every settings problem once: a refused value, a missing key (this worker cannot POST), a
+    BENTO_* environment variable Django settings do not use, an unknown name."""
     resolution = conf.resolve()
     for problem in resolution.errors:
         logger.error("bento_tasks: %s", problem)
@@ -29,15 +40,10 @@ def report_settings(sender: Any = None, **kwargs: Any) -> None:
         logger.warning("bento_tasks: %s", problem)
 
 
-worker_ready.connect(report_settings, weak=False, dispatch_uid="bento_tasks.worker.report_settings")
-
-
-@worker_ready.connect(dispatch_uid="bento_tasks.worker.check_redis_memory")
-def check_redis_memory(**kwargs: Any) -> None:
+def check_redis_memory() -> None:
     """Warn loudly when the buffer's Redis may evict keys: queued events would vanish without a trace."""
     try:
-        buffer = get_buffer()
-        policy = buffer.memory_policy()
+        policy = get_buffer().memory_policy()
     except (ConfigurationError, BufferUnavailable) as exc:
         logger.warning("bento_tasks: could not read the buffer Redis's maxmemory-policy: %s", exc)
         return
