@@ -107,6 +107,7 @@ class Done:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    raw: bytes  # the letter as stored in Redis: what names it (dead_letter_id) and finds it again (REMOVE_LETTERS)
     event: bytes  # the event exactly as it was queued
     reason: str
     status: int | None
@@ -189,7 +190,7 @@ def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0
 def _parse_dead_letter(raw: bytes) -> DeadLetter:
     header, _, event = raw.partition(b"\n")
     meta = json.loads(header)
-    return DeadLetter(event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
+    return DeadLetter(raw, event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
 
 
 def _record(size: int, fields: dict[str, str]) -> Record:
