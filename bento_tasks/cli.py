@@ -207,7 +207,10 @@ def _flush(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(counts))
     else:
-        print(f"recovered {counts['recovered']} batch(es), dispatched {counts['dispatched']} batch(es)")
+        print(
+            f"recovered {counts['recovered']} batch(es), released {counts['released']} deferred batch(es), "
+            f"dispatched {counts['dispatched']} batch(es)"
+        )
     return 0
 
 
