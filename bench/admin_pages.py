@@ -168,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         replay_page = (time.perf_counter() - started) * 1000
         refused = sum(1 for _, letter in buffer.scan_dead(DeadLetterFilter(status="422"), None, big, big).letters)
         started = time.perf_counter()
-        matched = buffer.replay_matching(DeadLetterFilter(status="422"))
+        matched = buffer.replay(DeadLetterFilter(status="422"))
         replay_filtered = (time.perf_counter() - started) * 1000
         left = buffer.redis.llen(buffer.dead_key)
         started = time.perf_counter()
-        everything = buffer.replay_matching(DeadLetterFilter())
+        everything = buffer.replay(DeadLetterFilter())
         replay_all = (time.perf_counter() - started) * 1000
         if (moved, matched, everything) != (100, refused, left):
             broken.append(f"replays moved {moved}, {matched}, {everything}; expected 100, {refused}, {left}")

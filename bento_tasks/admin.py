@@ -281,7 +281,7 @@ class DeadLetterAdmin(_RedisPages):
                 if not confirmed:
                     sample = buffer.scan_dead(where, None, MAX_SCAN, MAX_SCAN)
                     return self.confirm(request, action, where, matched=len(sample.letters), scan=sample)
-                moved = buffer.replay_matching(where)
+                moved = buffer.replay(where)
                 logger.info("bento_tasks: %s replayed %d dead letter(s) matching %s from the admin", user, moved, where)
                 self.message_user(request, f"{moved:,} event(s) put back on the queue.", messages.SUCCESS)
                 return HttpResponseRedirect(back)

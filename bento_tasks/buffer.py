@@ -42,7 +42,7 @@ from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
 from .policy import Action, Health, Kind, Record, horizon
 
-# Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds.
+# Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds (at most ~8,000: see REPLAY).
 REPLAY_WINDOW = 2000
 
 #: Seconds (at least) a relayed outbox row is remembered when its relay could not say its delete committed:
@@ -239,7 +239,7 @@ def _tombstone() -> str:
 
 
 def _ascii_lower(text: str) -> str:
-    # Lua's string.lower (REPLAY_MATCHING) folds ASCII only; the Python side must match the same letters.
+    # Lua's string.lower (scripts.REPLAY) folds ASCII only; the Python side must match the same letters.
     return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
@@ -249,7 +249,7 @@ class DeadLetterFilter:
 
     ``reason``: text the reason contains (case-sensitive, as ``bento-tasks dead replay --reason``);
     ``status``: ``"none"`` (no HTTP status) or a status code; ``email``: text the event's email
-    contains (ASCII case-insensitive). The same rules run in Python (pages) and in Lua (REPLAY_MATCHING).
+    contains (ASCII case-insensitive). The same rules run in Python (pages) and in Lua (``scripts.REPLAY``).
     """
 
     reason: str = ""
@@ -324,7 +324,6 @@ class Buffer:
         self._resume = register(scripts.RESUME)
         self._replay = register(scripts.REPLAY)
         self._record_depth = register(scripts.RECORD_DEPTH)
-        self._replay_matching = register(scripts.REPLAY_MATCHING)
         self._remove_letters = register(scripts.REMOVE_LETTERS)
         self._relay = register(scripts.RELAY)
         self._forget = register(scripts.FORGET)
@@ -597,18 +596,18 @@ class Buffer:
         return [] if limit == 0 else self.redis.lrange(key, 0, limit - 1 if limit > 0 else -1)
 
     @_reachable
-    def replay(self, reason_contains: str | None = None) -> int:
-        """Put dead letters (all, or those whose reason contains the text) back on the queue.
+    def replay(self, where: DeadLetterFilter) -> int:
+        """Put every dead letter matching ``where`` (``DeadLetterFilter()``: all) back on the queue; returns how many.
 
-        One pass over the list, in windows (see scripts.REPLAY): linear, whatever the mix.
+        One pass over the list, in windows of REPLAY_WINDOW letters (see scripts.REPLAY): linear, whatever
+        the mix, and each call holds Redis for milliseconds.
         """
+        args = [where.reason, where.status, _ascii_lower(where.email)]
         left = self.redis.llen(self.dead_key)
         moved = 0
         while left > 0:
             window = min(REPLAY_WINDOW, left)
-            examined, put_back = self._replay(
-                keys=[self.dead_key, self.queue_key], args=[window, reason_contains or ""]
-            )
+            examined, put_back = self._replay(keys=[self.dead_key, self.queue_key], args=[window, *args])
             moved += put_back
             left -= window
             if examined < window:  # emptied meanwhile (a purge, another replay)
@@ -709,16 +708,6 @@ class Buffer:
                 args += [index, letter.raw, letter.event]
             removed += int(self._remove_letters(keys=[self.dead_key, self.queue_key], args=args))
         return removed
-
-    @_reachable
-    def replay_matching(self, where: DeadLetterFilter) -> int:
-        """Put every dead letter matching ``where`` back on the queue, in one linear pass; returns how many."""
-        return int(
-            self._replay_matching(
-                keys=[self.dead_key, self.queue_key],
-                args=[where.reason, where.status, _ascii_lower(where.email), _tombstone()],
-            )
-        )
 
     # -- operations: what the tasks record -------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import conf
-from .buffer import describe_redis, get_buffer
+from .buffer import DeadLetterFilter, describe_redis, get_buffer
 from .exceptions import BufferUnavailable, ConfigurationError
 
 #: status --check fails when no flush ran for this many flush intervals: no beat is running.
@@ -138,7 +138,7 @@ def _dead_replay(args: argparse.Namespace) -> int:
     if not args.all and args.reason is None:
         print("say which dead letters to replay: --all, or --reason TEXT", file=sys.stderr)
         return 2
-    moved = get_buffer().replay(None if args.all else args.reason)
+    moved = get_buffer().replay(DeadLetterFilter() if args.all else DeadLetterFilter(reason=args.reason))
     print(f"{moved} event(s) put back on the queue")
     return 0
 
