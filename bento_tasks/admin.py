@@ -26,6 +26,7 @@ from .chart import last_hour_svg
 from .exceptions import BufferUnavailable, ConfigurationError
 from .models import DeadLetter as DeadLetterModel
 from .models import FailureReport, Status
+from .status import redis_text, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ STATUS_LABELS = {
     "batches_in_flight": "Batches in flight",
     "dead": "Dead letters",
     "outbox": "Outbox rows waiting",
+    "outbox_oldest_age": "Oldest outbox row",
     "delivered": "Events delivered",
     "failed": "Events Bento reported failed",
     "batches_delivered": "Batches delivered",
@@ -51,6 +53,8 @@ STATUS_LABELS = {
     "oldest_queued_age": "Oldest queued event",
     "paused_until": "Delivery paused until",
     "last_flush_age": "Last flush",
+    "redis": "Redis",
+    "settings": "Settings from",
 }
 
 
@@ -150,7 +154,8 @@ class StatusAdmin(_RedisPages):
         context = self.context(request, "Bento status")
         try:
             buffer = self.buffer()
-            status = buffer.overview()
+            status = snapshot(buffer)
+            status["redis"] = redis_text(status["redis"])
             context["posts"] = buffer.recent_posts(20)
             context["chart"] = mark_safe(last_hour_svg(buffer.series(60)))  # numbers and escaped text only
         except BufferUnavailable as exc:
@@ -165,7 +170,8 @@ class StatusAdmin(_RedisPages):
                 "text": isinstance(value, str),
             }
             for key, value in status.items()
-            if key != "error" and not (key == "outbox" and value is None)  # outbox: shown when it is on
+            # the outbox figures only when it is on
+            if not (key in ("outbox", "outbox_oldest_age") and status["outbox"] is None)
         ]
         context["paused"] = status.get("paused_until")
         return self.page(request, "status.html", context)

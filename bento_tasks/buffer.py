@@ -790,11 +790,6 @@ class Buffer:
         total, raws = pipe.execute()
         return total, [json.loads(raw) for raw in raws]
 
-    @_reachable
-    def overview(self) -> dict[str, Any]:
-        """``status()``, for the admin page; Redis errors become BufferUnavailable."""
-        return self.status()
-
 
 _lock = threading.Lock()
 _buffer: Buffer | None = None

@@ -15,11 +15,11 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from . import conf
-from .buffer import DeadLetterFilter, describe_redis, get_buffer
+from .buffer import DeadLetterFilter, get_buffer
 from .exceptions import BufferUnavailable, ConfigurationError
+from .status import origin, redis_text, snapshot
 
 #: status --check fails when no flush ran for this many flush intervals: no beat is running.
 STALE_FLUSH_INTERVALS = 3
@@ -33,50 +33,27 @@ def _print_table(rows: dict[str, object]) -> None:
         print(f"{key:<{width}}  {'-' if value is None else value}")
 
 
-def _redis_text(where: dict[str, Any]) -> str:
-    server = where["path"] if "path" in where else f"{where['host']}:{where['port']}"
-    return f"{server} db {where['db']}"
-
-
 def _warn_settings() -> None:
     # Settings bento-tasks ignores or doubts: the first thing to suspect when status shows unexpected numbers.
     for problem in conf.resolve().warnings:
         print(f"bento-tasks: warning: {problem}", file=sys.stderr)
 
 
-def _outbox_backlog() -> dict[str, object]:
-    """``outbox`` rows waiting and ``outbox_oldest_age`` seconds; both None when the outbox is off or Django is not."""
-    if not conf.get_settings().outbox or conf._django_settings() is None:
-        return {"outbox": None, "outbox_oldest_age": None}
-    import django
-    from django.apps import apps
-
-    if not apps.ready:  # the ORM needs the app registry: `manage.py` loads it, `python -m bento_tasks` must
-        django.setup()
-    from . import outbox
-
-    count, age = outbox.backlog()
-    return {"outbox": count, "outbox_oldest_age": age}
-
-
 def _status(args: argparse.Namespace) -> int:
     settings = conf.get_settings()
-    where = describe_redis(settings.redis_url)
-    context = {"redis": where, "settings": settings.source}
     _warn_settings()
     try:
-        counts = get_buffer().status()
+        status = snapshot()
     except BufferUnavailable as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), **context}))
+            print(json.dumps({"error": str(exc), **origin(settings)}))
         else:
             print(f"bento-tasks: {exc} (settings from {settings.source})", file=sys.stderr)
         return 2
-    status = {**counts, **_outbox_backlog(), **context}
     if args.json:
         print(json.dumps(status))
     else:
-        _print_table({**status, "redis": _redis_text(where)})
+        _print_table({**status, "redis": redis_text(status["redis"])})
     if not args.check:
         return 0
     problems = []

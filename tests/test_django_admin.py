@@ -127,6 +127,29 @@ def test_status_page_counts_match_status_json_and_never_show_the_secret(buffer):
     assert django_settings.BENTO_SECRET_KEY not in page
 
 
+def test_status_page_and_metrics_show_the_outbox_and_the_last_flush_as_status_json(buffer, settings):
+    """With the outbox on, the status page and the metrics show the rows waiting, the oldest's age and the last
+    flush's age, as `status --json` does: one snapshot feeds all three."""
+    from bento_tasks import outbox
+    from bento_tasks.events import build_event, encode_event
+
+    settings.BENTO_OUTBOX = True
+    for i in range(2):
+        outbox.write(encode_event(build_event("signup", f"o{i}@example.com"), 65536))
+    buffer.mark_flushed()
+    status = cli_status()
+    assert status["outbox"] == 2 and status["outbox_oldest_age"] is not None and status["last_flush_age"] is not None
+    page = client_for(staff("viewer", *VIEW)).get(STATUS).content.decode()
+    assert 'id="status-outbox" data-value="2"' in page
+    assert 'id="status-outbox_oldest_age"' in page and 'id="status-last_flush_age"' in page
+    settings.BENTO_METRICS_TOKEN = "t"
+    text = Client().get("/bento/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    values = {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
+    assert values["bento_tasks_outbox_rows"] == 2
+    assert values["bento_tasks_outbox_oldest_age_seconds"] == pytest.approx(status["outbox_oldest_age"], abs=5)
+    assert values["bento_tasks_last_flush_age_seconds"] == pytest.approx(status["last_flush_age"], abs=5)
+
+
 def test_status_page_says_when_redis_cannot_be_reached(settings):
     """With Redis down the status page answers 200 and names the problem instead of failing with a 500."""
     settings.BENTO_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
