@@ -338,7 +338,7 @@ class FailureReportAdmin(_RedisPages):
         start = int(offset) if offset.isdigit() else 0
         context = self.context(request, "Failure reports")
         try:
-            total, reports = self.buffer().failure_reports_page(start, PAGE)
+            total, reports = self.buffer().failure_reports(PAGE, start)
         except BufferUnavailable as exc:
             context["error"] = str(exc)
             return self.page(request, "failure_reports.html", context)

@@ -228,6 +228,11 @@ def _decode(pairs: Sequence[bytes]) -> dict[str, str]:
     return {pairs[i].decode(): pairs[i + 1].decode("utf-8", "replace") for i in range(0, len(pairs), 2)}
 
 
+def _last(offset: int, limit: int) -> int:
+    """LRANGE's stop index for ``limit`` entries from ``offset`` (``limit`` < 0: to the end)."""
+    return offset + limit - 1 if limit > 0 else -1
+
+
 def dead_letter_id(raw: bytes) -> str:
     """A short stable name for a dead letter as stored (pages and forms name letters by it)."""
     return hashlib.sha1(raw).hexdigest()[:20]
@@ -535,14 +540,13 @@ class Buffer:
         paused, waiting = self._resume(keys=[self.paused_key, self.deferred_key])
         return bool(paused), int(waiting)
 
+    @_reachable
     def memory_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None where the server refuses CONFIG (managed Redis often does)."""
         try:
             reply = self.redis.config_get("maxmemory-policy")
         except redis.ResponseError:
             return None
-        except redis.RedisError as exc:
-            raise BufferUnavailable(f"could not reach Redis: {exc}") from exc
         value = reply.get("maxmemory-policy")
         return value.decode() if isinstance(value, bytes) else value
 
@@ -583,17 +587,19 @@ class Buffer:
         }
 
     @_reachable
-    def failure_reports(self, limit: int = -1) -> list[dict[str, Any]]:
-        """Bento's answers that counted failed events, newest first (``limit`` < 0: all)."""
-        return [json.loads(raw) for raw in self._first(self.reports_key, limit)]
+    def failure_reports(self, limit: int = -1, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """How many of Bento's answers that counted failed events are kept (the last 1000), and ``limit`` of them
+        (< 0: all) from ``offset``, newest first."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(self.reports_key).lrange(self.reports_key, offset, _last(offset, limit))
+        total, raws = pipe.execute()
+        return total, [json.loads(raw) for raw in raws] if limit else []  # LRANGE has no empty range
 
     @_reachable
     def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
         """Dead letters, oldest first (``limit`` < 0: all)."""
-        return [_parse_dead_letter(raw) for raw in self._first(self.dead_key, limit)]
-
-    def _first(self, key: str, limit: int) -> list[bytes]:
-        return [] if limit == 0 else self.redis.lrange(key, 0, limit - 1 if limit > 0 else -1)
+        raws = self.redis.lrange(self.dead_key, 0, _last(0, limit)) if limit else []
+        return [_parse_dead_letter(raw) for raw in raws]
 
     @_reachable
     def replay(self, where: DeadLetterFilter) -> int:
@@ -781,14 +787,6 @@ class Buffer:
     def recent_posts(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last POSTs, newest first: time, events, status, seconds, delivered, failed, action."""
         return [json.loads(raw) for raw in self.redis.lrange(self.posts_key, 0, limit - 1)]
-
-    @_reachable
-    def failure_reports_page(self, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
-        """How many failure reports are kept (at most 1000), and ``limit`` of them from ``offset``, newest first."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.llen(self.reports_key).lrange(self.reports_key, offset, offset + limit - 1)
-        total, raws = pipe.execute()
-        return total, [json.loads(raw) for raw in raws]
 
 
 _lock = threading.Lock()

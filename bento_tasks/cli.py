@@ -92,7 +92,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _dead_list(args: argparse.Namespace) -> int:
     buffer = get_buffer()
     letters = [letter.as_dict() for letter in buffer.dead_letters(args.limit)]
-    reports = buffer.failure_reports(args.limit)
+    _, reports = buffer.failure_reports(args.limit)
     if args.json:
         print(json.dumps({"dead_letters": letters, "bento_failures": reports}))
         return 0
