@@ -1,4 +1,4 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, metrics, a local fake Bento.
+"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, relay, metrics, a local fake Bento.
 
 ``manage.py bento ...`` runs this same parser and these same functions (see
 ``bento_tasks/management/commands/bento.py``), so both print the same and exit the same.
@@ -191,6 +191,33 @@ def _flush(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relay(args: argparse.Namespace) -> int:
+    if not conf.load_django():
+        print(
+            "bento-tasks: relay needs Django: the outbox is a table of a Django project. "
+            "Run `manage.py bento relay` there, or set DJANGO_SETTINGS_MODULE.",
+            file=sys.stderr,
+        )
+        return 2
+    from django.db import DatabaseError, connections
+
+    from . import outbox
+
+    if args.database is not None and args.database not in connections:
+        print(f"bento-tasks: --database {args.database!r} is not in DATABASES", file=sys.stderr)
+        return 2
+    try:
+        relayed = outbox.relay(using=args.database)
+    except DatabaseError as exc:
+        print(f"bento-tasks: the outbox relay could not read the database: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"rows": relayed.rows, "pushed": relayed.pushed}))
+    else:
+        print(f"relayed {relayed.rows} outbox row(s): {relayed.pushed} event(s) pushed to Redis")
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     try:
         from .prometheus import serve
@@ -240,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     flush = commands.add_parser("flush", help="run one flush now (claim and dispatch batches), e.g. after a deploy")
     flush.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     flush.set_defaults(run=_flush)
+    relay = commands.add_parser(
+        "relay", help="move every waiting outbox row (BENTO_OUTBOX) to the Redis queue now; needs Django"
+    )
+    relay.add_argument("--database", help="only this database alias (default: every one with the outbox table)")
+    relay.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    relay.set_defaults(run=_relay)
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics over HTTP (needs the prometheus extra)")
     metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
     metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

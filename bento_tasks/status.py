@@ -25,13 +25,8 @@ def redis_text(where: dict[str, Any]) -> str:
 
 def outbox_backlog(settings: conf.Settings) -> dict[str, Any]:
     """``outbox`` rows waiting and ``outbox_oldest_age`` seconds; both None when the outbox is off or Django is not."""
-    if not settings.outbox or conf._django_settings() is None:
+    if not settings.outbox or not conf.load_django():
         return {"outbox": None, "outbox_oldest_age": None}
-    import django
-    from django.apps import apps
-
-    if not apps.ready:  # the ORM needs the app registry: `manage.py` loads it, `python -m bento_tasks` must
-        django.setup()
     from . import outbox
 
     count, age = outbox.backlog()
