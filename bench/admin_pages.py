@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<48} {small_ms:>9.1f} ms {big_ms:>13.1f} ms {big_ms / small_ms:>6.2f}x")
     print(f"{f'baseline: one full LRANGE + parse of {big:,}':<48} {'':>12} {full_read:>13.1f} ms")
     print(f"{'replay a selected page (100 letters)':<48} {'':>12} {replay_page:>13.1f} ms")
-    print(f"{f'replay all matching status=422 ({refused:,}, Lua)':<48} {'':>12} {replay_filtered:>13.1f} ms")
-    print(f"{f'replay all matching, no filter ({left:,}, Lua)':<48} {'':>12} {replay_all:>13.1f} ms")
+    print(f"{f'replay all matching status=422 ({refused:,})':<48} {'':>12} {replay_filtered:>13.1f} ms")
+    print(f"{f'replay all matching, no filter ({left:,})':<48} {'':>12} {replay_all:>13.1f} ms")
     for problem in broken:
         print(f"BROKEN: {problem}", file=sys.stderr)
     return 1 if broken else 0

@@ -85,7 +85,11 @@ def families(status: dict[str, Any], counters: dict[str, float], now: float) -> 
             "POSTs whose batch is posted again later (5xx, timeouts, 429, auth faults).",
             counters.get("retries", 0),
         ),
-        counter("splits", "Batches split in two after Bento refused them (400/413/422).", counters.get("splits", 0)),
+        counter(
+            "splits",
+            "Batches cut into pieces: refused (400/413/422), or isolated after repeated failures.",
+            counters.get("splits", 0),
+        ),
         counter("events_dead_lettered", "Events moved to the dead-letter list.", counters.get("dead_lettered", 0)),
     ]
     posts = CounterMetricFamily(
