@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from bento_tasks.buffer import Buffer, dead_letter_header
+from bento_tasks.buffer import Buffer, DeadLetterFilter, dead_letter_header
 from bento_tasks.conf import Settings
 from bento_tasks.testing import RedisServer
 
@@ -53,8 +53,8 @@ def measure(count: int) -> dict[str, float]:
         seconds: dict[str, float] = {}
         for name, size, run in (
             ("old", count // 10, lambda: old_replay(buffer, "unanswered")),
-            ("reason", count, lambda: buffer.replay("unanswered")),
-            ("all", count, lambda: buffer.replay()),
+            ("reason", count, lambda: buffer.replay(DeadLetterFilter(reason="unanswered"))),
+            ("all", count, lambda: buffer.replay(DeadLetterFilter())),
         ):
             client.flushall()
             fill(client, buffer.dead_key, size)

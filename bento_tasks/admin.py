@@ -26,6 +26,7 @@ from .chart import last_hour_svg
 from .exceptions import BufferUnavailable, ConfigurationError
 from .models import DeadLetter as DeadLetterModel
 from .models import FailureReport, Status
+from .status import redis_text, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ STATUS_LABELS = {
     "batches_in_flight": "Batches in flight",
     "dead": "Dead letters",
     "outbox": "Outbox rows waiting",
+    "outbox_oldest_age": "Oldest outbox row",
     "delivered": "Events delivered",
     "failed": "Events Bento reported failed",
     "batches_delivered": "Batches delivered",
@@ -51,6 +53,8 @@ STATUS_LABELS = {
     "oldest_queued_age": "Oldest queued event",
     "paused_until": "Delivery paused until",
     "last_flush_age": "Last flush",
+    "redis": "Redis",
+    "settings": "Settings from",
 }
 
 
@@ -150,7 +154,8 @@ class StatusAdmin(_RedisPages):
         context = self.context(request, "Bento status")
         try:
             buffer = self.buffer()
-            status = buffer.overview()
+            status = snapshot(buffer)
+            status["redis"] = redis_text(status["redis"])
             context["posts"] = buffer.recent_posts(20)
             context["chart"] = mark_safe(last_hour_svg(buffer.series(60)))  # numbers and escaped text only
         except BufferUnavailable as exc:
@@ -165,7 +170,8 @@ class StatusAdmin(_RedisPages):
                 "text": isinstance(value, str),
             }
             for key, value in status.items()
-            if key != "error" and not (key == "outbox" and value is None)  # outbox: shown when it is on
+            # the outbox figures only when it is on
+            if not (key in ("outbox", "outbox_oldest_age") and status["outbox"] is None)
         ]
         context["paused"] = status.get("paused_until")
         return self.page(request, "status.html", context)
@@ -281,7 +287,7 @@ class DeadLetterAdmin(_RedisPages):
                 if not confirmed:
                     sample = buffer.scan_dead(where, None, MAX_SCAN, MAX_SCAN)
                     return self.confirm(request, action, where, matched=len(sample.letters), scan=sample)
-                moved = buffer.replay_matching(where)
+                moved = buffer.replay(where)
                 logger.info("bento_tasks: %s replayed %d dead letter(s) matching %s from the admin", user, moved, where)
                 self.message_user(request, f"{moved:,} event(s) put back on the queue.", messages.SUCCESS)
                 return HttpResponseRedirect(back)
@@ -332,7 +338,7 @@ class FailureReportAdmin(_RedisPages):
         start = int(offset) if offset.isdigit() else 0
         context = self.context(request, "Failure reports")
         try:
-            total, reports = self.buffer().failure_reports_page(start, PAGE)
+            total, reports = self.buffer().failure_reports(PAGE, start)
         except BufferUnavailable as exc:
             context["error"] = str(exc)
             return self.page(request, "failure_reports.html", context)

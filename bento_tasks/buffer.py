@@ -42,7 +42,7 @@ from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable
 from .policy import Action, Health, Kind, Record, horizon
 
-# Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds.
+# Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds (at most ~8,000: see REPLAY).
 REPLAY_WINDOW = 2000
 
 #: Seconds (at least) a relayed outbox row is remembered when its relay could not say its delete committed:
@@ -107,6 +107,7 @@ class Done:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    raw: bytes  # the letter as stored in Redis: what names it (dead_letter_id) and finds it again (REMOVE_LETTERS)
     event: bytes  # the event exactly as it was queued
     reason: str
     status: int | None
@@ -189,7 +190,7 @@ def dead_letter_header(reason: str, status: int | None = None, attempts: int = 0
 def _parse_dead_letter(raw: bytes) -> DeadLetter:
     header, _, event = raw.partition(b"\n")
     meta = json.loads(header)
-    return DeadLetter(event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
+    return DeadLetter(raw, event, meta["reason"], meta.get("status"), meta.get("attempts", 0), meta["time"])
 
 
 def _record(size: int, fields: dict[str, str]) -> Record:
@@ -227,6 +228,11 @@ def _decode(pairs: Sequence[bytes]) -> dict[str, str]:
     return {pairs[i].decode(): pairs[i + 1].decode("utf-8", "replace") for i in range(0, len(pairs), 2)}
 
 
+def _last(offset: int, limit: int) -> int:
+    """LRANGE's stop index for ``limit`` entries from ``offset`` (``limit`` < 0: to the end)."""
+    return offset + limit - 1 if limit > 0 else -1
+
+
 def dead_letter_id(raw: bytes) -> str:
     """A short stable name for a dead letter as stored (pages and forms name letters by it)."""
     return hashlib.sha1(raw).hexdigest()[:20]
@@ -238,7 +244,7 @@ def _tombstone() -> str:
 
 
 def _ascii_lower(text: str) -> str:
-    # Lua's string.lower (REPLAY_MATCHING) folds ASCII only; the Python side must match the same letters.
+    # Lua's string.lower (scripts.REPLAY) folds ASCII only; the Python side must match the same letters.
     return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
@@ -248,7 +254,7 @@ class DeadLetterFilter:
 
     ``reason``: text the reason contains (case-sensitive, as ``bento-tasks dead replay --reason``);
     ``status``: ``"none"`` (no HTTP status) or a status code; ``email``: text the event's email
-    contains (ASCII case-insensitive). The same rules run in Python (pages) and in Lua (REPLAY_MATCHING).
+    contains (ASCII case-insensitive). The same rules run in Python (pages) and in Lua (``scripts.REPLAY``).
     """
 
     reason: str = ""
@@ -323,7 +329,6 @@ class Buffer:
         self._resume = register(scripts.RESUME)
         self._replay = register(scripts.REPLAY)
         self._record_depth = register(scripts.RECORD_DEPTH)
-        self._replay_matching = register(scripts.REPLAY_MATCHING)
         self._remove_letters = register(scripts.REMOVE_LETTERS)
         self._relay = register(scripts.RELAY)
         self._forget = register(scripts.FORGET)
@@ -535,14 +540,13 @@ class Buffer:
         paused, waiting = self._resume(keys=[self.paused_key, self.deferred_key])
         return bool(paused), int(waiting)
 
+    @_reachable
     def memory_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None where the server refuses CONFIG (managed Redis often does)."""
         try:
             reply = self.redis.config_get("maxmemory-policy")
         except redis.ResponseError:
             return None
-        except redis.RedisError as exc:
-            raise BufferUnavailable(f"could not reach Redis: {exc}") from exc
         value = reply.get("maxmemory-policy")
         return value.decode() if isinstance(value, bytes) else value
 
@@ -583,31 +587,33 @@ class Buffer:
         }
 
     @_reachable
-    def failure_reports(self, limit: int = -1) -> list[dict[str, Any]]:
-        """Bento's answers that counted failed events, newest first (``limit`` < 0: all)."""
-        return [json.loads(raw) for raw in self._first(self.reports_key, limit)]
+    def failure_reports(self, limit: int = -1, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """How many of Bento's answers that counted failed events are kept (the last 1000), and ``limit`` of them
+        (< 0: all) from ``offset``, newest first."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(self.reports_key).lrange(self.reports_key, offset, _last(offset, limit))
+        total, raws = pipe.execute()
+        return total, [json.loads(raw) for raw in raws] if limit else []  # LRANGE has no empty range
 
     @_reachable
     def dead_letters(self, limit: int = -1) -> list[DeadLetter]:
         """Dead letters, oldest first (``limit`` < 0: all)."""
-        return [_parse_dead_letter(raw) for raw in self._first(self.dead_key, limit)]
-
-    def _first(self, key: str, limit: int) -> list[bytes]:
-        return [] if limit == 0 else self.redis.lrange(key, 0, limit - 1 if limit > 0 else -1)
+        raws = self.redis.lrange(self.dead_key, 0, _last(0, limit)) if limit else []
+        return [_parse_dead_letter(raw) for raw in raws]
 
     @_reachable
-    def replay(self, reason_contains: str | None = None) -> int:
-        """Put dead letters (all, or those whose reason contains the text) back on the queue.
+    def replay(self, where: DeadLetterFilter) -> int:
+        """Put every dead letter matching ``where`` (``DeadLetterFilter()``: all) back on the queue; returns how many.
 
-        One pass over the list, in windows (see scripts.REPLAY): linear, whatever the mix.
+        One pass over the list, in windows of REPLAY_WINDOW letters (see scripts.REPLAY): linear, whatever
+        the mix, and each call holds Redis for milliseconds.
         """
+        args = [where.reason, where.status, _ascii_lower(where.email)]
         left = self.redis.llen(self.dead_key)
         moved = 0
         while left > 0:
             window = min(REPLAY_WINDOW, left)
-            examined, put_back = self._replay(
-                keys=[self.dead_key, self.queue_key], args=[window, reason_contains or ""]
-            )
+            examined, put_back = self._replay(keys=[self.dead_key, self.queue_key], args=[window, *args])
             moved += put_back
             left -= window
             if examined < window:  # emptied meanwhile (a purge, another replay)
@@ -709,16 +715,6 @@ class Buffer:
             removed += int(self._remove_letters(keys=[self.dead_key, self.queue_key], args=args))
         return removed
 
-    @_reachable
-    def replay_matching(self, where: DeadLetterFilter) -> int:
-        """Put every dead letter matching ``where`` back on the queue, in one linear pass; returns how many."""
-        return int(
-            self._replay_matching(
-                keys=[self.dead_key, self.queue_key],
-                args=[where.reason, where.status, _ascii_lower(where.email), _tombstone()],
-            )
-        )
-
     # -- operations: what the tasks record -------------------------------------------------------
 
     def record_post(self, sample: telemetry.PostSample, now: float | None = None) -> None:
@@ -791,19 +787,6 @@ class Buffer:
     def recent_posts(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last POSTs, newest first: time, events, status, seconds, delivered, failed, action."""
         return [json.loads(raw) for raw in self.redis.lrange(self.posts_key, 0, limit - 1)]
-
-    @_reachable
-    def failure_reports_page(self, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
-        """How many failure reports are kept (at most 1000), and ``limit`` of them from ``offset``, newest first."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.llen(self.reports_key).lrange(self.reports_key, offset, offset + limit - 1)
-        total, raws = pipe.execute()
-        return total, [json.loads(raw) for raw in raws]
-
-    @_reachable
-    def overview(self) -> dict[str, Any]:
-        """``status()``, for the admin page; Redis errors become BufferUnavailable."""
-        return self.status()
 
 
 _lock = threading.Lock()

@@ -2,7 +2,8 @@
 
 The settings problems come from ``conf.resolve()``, one message each (W001 missing key, E001 batch
 size, E002 API URL scheme, E003 any other refused value, W004 environment variable Django settings do
-not use, W005 unknown name, W006 API URL that is not an API base); then the beat schedule (W002, W003).
+not use, W005 unknown name, W006 API URL that is not an API base); then the beat schedule (W002, W003),
+Redis's maxmemory-policy (E004) and, with BENTO_OUTBOX on, the outbox table and its relay (W010, W011).
 Missing keys are warnings, as Django's own deployment checks are: a developer without Bento keys
 can still migrate and run the server. Values that are wrong everywhere are errors.
 """

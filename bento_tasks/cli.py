@@ -1,4 +1,4 @@
-"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, metrics, a local fake Bento.
+"""``bento-tasks`` / ``python -m bento_tasks``: status, dead letters, flush, resume, relay, metrics, a local fake Bento.
 
 ``manage.py bento ...`` runs this same parser and these same functions (see
 ``bento_tasks/management/commands/bento.py``), so both print the same and exit the same.
@@ -15,11 +15,11 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from . import conf
-from .buffer import describe_redis, get_buffer
+from .buffer import DeadLetterFilter, get_buffer
 from .exceptions import BufferUnavailable, ConfigurationError
+from .status import origin, redis_text, snapshot
 
 #: status --check fails when no flush ran for this many flush intervals: no beat is running.
 STALE_FLUSH_INTERVALS = 3
@@ -33,50 +33,27 @@ def _print_table(rows: dict[str, object]) -> None:
         print(f"{key:<{width}}  {'-' if value is None else value}")
 
 
-def _redis_text(where: dict[str, Any]) -> str:
-    server = where["path"] if "path" in where else f"{where['host']}:{where['port']}"
-    return f"{server} db {where['db']}"
-
-
 def _warn_settings() -> None:
     # Settings bento-tasks ignores or doubts: the first thing to suspect when status shows unexpected numbers.
     for problem in conf.resolve().warnings:
         print(f"bento-tasks: warning: {problem}", file=sys.stderr)
 
 
-def _outbox_backlog() -> dict[str, object]:
-    """``outbox`` rows waiting and ``outbox_oldest_age`` seconds; both None when the outbox is off or Django is not."""
-    if not conf.get_settings().outbox or conf._django_settings() is None:
-        return {"outbox": None, "outbox_oldest_age": None}
-    import django
-    from django.apps import apps
-
-    if not apps.ready:  # the ORM needs the app registry: `manage.py` loads it, `python -m bento_tasks` must
-        django.setup()
-    from . import outbox
-
-    count, age = outbox.backlog()
-    return {"outbox": count, "outbox_oldest_age": age}
-
-
 def _status(args: argparse.Namespace) -> int:
     settings = conf.get_settings()
-    where = describe_redis(settings.redis_url)
-    context = {"redis": where, "settings": settings.source}
     _warn_settings()
     try:
-        counts = get_buffer().status()
+        status = snapshot()
     except BufferUnavailable as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), **context}))
+            print(json.dumps({"error": str(exc), **origin(settings)}))
         else:
             print(f"bento-tasks: {exc} (settings from {settings.source})", file=sys.stderr)
         return 2
-    status = {**counts, **_outbox_backlog(), **context}
     if args.json:
         print(json.dumps(status))
     else:
-        _print_table({**status, "redis": _redis_text(where)})
+        _print_table({**status, "redis": redis_text(status["redis"])})
     if not args.check:
         return 0
     problems = []
@@ -115,7 +92,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _dead_list(args: argparse.Namespace) -> int:
     buffer = get_buffer()
     letters = [letter.as_dict() for letter in buffer.dead_letters(args.limit)]
-    reports = buffer.failure_reports(args.limit)
+    _, reports = buffer.failure_reports(args.limit)
     if args.json:
         print(json.dumps({"dead_letters": letters, "bento_failures": reports}))
         return 0
@@ -138,7 +115,7 @@ def _dead_replay(args: argparse.Namespace) -> int:
     if not args.all and args.reason is None:
         print("say which dead letters to replay: --all, or --reason TEXT", file=sys.stderr)
         return 2
-    moved = get_buffer().replay(None if args.all else args.reason)
+    moved = get_buffer().replay(DeadLetterFilter() if args.all else DeadLetterFilter(reason=args.reason))
     print(f"{moved} event(s) put back on the queue")
     return 0
 
@@ -207,7 +184,37 @@ def _flush(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(counts))
     else:
-        print(f"recovered {counts['recovered']} batch(es), dispatched {counts['dispatched']} batch(es)")
+        print(
+            f"recovered {counts['recovered']} batch(es), released {counts['released']} deferred batch(es), "
+            f"dispatched {counts['dispatched']} batch(es)"
+        )
+    return 0
+
+
+def _relay(args: argparse.Namespace) -> int:
+    if not conf.load_django():
+        print(
+            "bento-tasks: relay needs Django: the outbox is a table of a Django project. "
+            "Run `manage.py bento relay` there, or set DJANGO_SETTINGS_MODULE.",
+            file=sys.stderr,
+        )
+        return 2
+    from django.db import DatabaseError, connections
+
+    from . import outbox
+
+    if args.database is not None and args.database not in connections:
+        print(f"bento-tasks: --database {args.database!r} is not in DATABASES", file=sys.stderr)
+        return 2
+    try:
+        relayed = outbox.relay(using=args.database)
+    except DatabaseError as exc:
+        print(f"bento-tasks: the outbox relay could not read the database: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"rows": relayed.rows, "pushed": relayed.pushed}))
+    else:
+        print(f"relayed {relayed.rows} outbox row(s): {relayed.pushed} event(s) pushed to Redis")
     return 0
 
 
@@ -260,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     flush = commands.add_parser("flush", help="run one flush now (claim and dispatch batches), e.g. after a deploy")
     flush.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     flush.set_defaults(run=_flush)
+    relay = commands.add_parser(
+        "relay", help="move every waiting outbox row (BENTO_OUTBOX) to the Redis queue now; needs Django"
+    )
+    relay.add_argument("--database", help="only this database alias (default: every one with the outbox table)")
+    relay.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    relay.set_defaults(run=_relay)
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics over HTTP (needs the prometheus extra)")
     metrics.add_argument("--port", type=int, default=9808, help="port to listen on (9808)")
     metrics.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

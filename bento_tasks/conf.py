@@ -341,6 +341,22 @@ def _django_settings() -> Any | None:
     return django_settings if configured else None
 
 
+def load_django() -> bool:
+    """Whether Django is configured; if so, its apps are loaded, as the ORM (the outbox) needs.
+
+    ``manage.py`` and a Django project's worker have loaded them; ``python -m bento_tasks`` run with
+    DJANGO_SETTINGS_MODULE has not.
+    """
+    if _django_settings() is None:
+        return False
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    return True
+
+
 class _Source:
     """Where the values are read: Django settings (top-level names, then the BENTO dict) or the environment."""
 

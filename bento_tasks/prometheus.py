@@ -23,6 +23,7 @@ from . import telemetry
 from .buffer import Buffer, get_buffer
 from .conf import get_settings
 from .exceptions import BufferUnavailable
+from .status import snapshot
 
 PREFIX = "bento_tasks_"
 
@@ -56,18 +57,39 @@ def families(status: dict[str, Any], counters: dict[str, float], now: float) -> 
             status.get("oldest_queued_age") or 0.0,
         ),
     ]
+    if status.get("last_flush_age") is not None:  # absent until a flush ran: 0 would say one just did
+        found.append(gauge("last_flush_age_seconds", "Seconds since the last flush ended.", status["last_flush_age"]))
     if status.get("outbox") is not None:
         found.append(gauge("outbox_rows", "Outbox rows waiting to be relayed to Redis.", status["outbox"]))
+        found.append(
+            gauge(
+                "outbox_oldest_age_seconds",
+                "Age of the oldest outbox row (0: none waiting).",
+                status.get("outbox_oldest_age") or 0.0,
+            )
+        )
     found += [
         counter("events_delivered", "Events Bento recorded (its 'results').", status["delivered"]),
         counter("events_failed", "Events Bento reported failed in an accepted batch.", status["failed"]),
         counter("batches_delivered", "Batches Bento accepted.", status.get("batches_delivered", 0)),
         counter(
+            "unanswered_posts",
+            "POSTs sent without an answer coming back (Bento may have recorded the batch: it is retried).",
+            status.get("unanswered", 0),
+        ),
+        counter(
+            "worker_deaths", "Attempts whose worker died while posting (lease ran out).", status.get("worker_deaths", 0)
+        ),
+        counter(
             "retries",
             "POSTs whose batch is posted again later (5xx, timeouts, 429, auth faults).",
             counters.get("retries", 0),
         ),
-        counter("splits", "Batches split in two after Bento refused them (400/413/422).", counters.get("splits", 0)),
+        counter(
+            "splits",
+            "Batches cut into pieces: refused (400/413/422), or isolated after repeated failures.",
+            counters.get("splits", 0),
+        ),
         counter("events_dead_lettered", "Events moved to the dead-letter list.", counters.get("dead_lettered", 0)),
     ]
     posts = CounterMetricFamily(
@@ -100,7 +122,7 @@ class BentoCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         buffer = self._buffer or get_buffer()
-        yield from families(buffer.overview(), buffer.counters(), time.time())
+        yield from families(snapshot(buffer), buffer.counters(), time.time())
 
 
 def exposition(buffer: Buffer | None = None) -> tuple[bytes, str]:

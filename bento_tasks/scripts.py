@@ -320,38 +320,59 @@ return {paused, waiting}
 """
 )
 
-# REPLAY: examine up to ARGV[1] dead letters from the head of the list: put those whose reason contains
-# ARGV[2] (all when '') back on the queue and rotate the others to the tail. Called in windows until every
-# letter that was there at the start has been examined once: linear in the list, and Redis is never blocked
-# for long. Letters dead-lettered meanwhile are appended, so they are never examined twice.
+# REPLAY: take up to ARGV[1] dead letters from the head of the list: put those matching a filter back on the
+# queue and rotate the others to the tail, in their order. Called in windows until every letter that was there
+# at the start has been examined once: linear in the list, and Redis is never blocked for long (a window of a
+# few thousand letters takes milliseconds; at most about 8,000, Lua's unpack() limit). Letters dead-lettered
+# meanwhile are appended behind the rotated ones, so they are not examined.
 # KEYS[1] dead-letter list, KEYS[2] queue list
-# ARGV[1] letters to examine, ARGV[2] text the reason must contain ('' for every letter)
-# Returns {letters examined (fewer: the list ran out), events put back on the queue}.
+# ARGV[1] letters to examine, ARGV[2] text the reason must contain ('' any), ARGV[3] status: '' any, 'none' no
+# status, else a code, ARGV[4] text the event's email must contain, lower-case ASCII ('' any)
+# The rules are those of buffer.DeadLetterFilter. A letter whose header or event does not parse never matches a
+# filter on it (it stays). A header without '"status": N' cannot have status N (a quote inside a JSON string
+# is escaped), so most letters are ruled out by a pattern before any decoding; with no filter nothing is decoded.
+# Returns {letters examined (fewer: the list ran out), events put back on the queue}; replayed events join the
+# queue in dead-letter order.
 REPLAY = """
-local examined, moved = 0, 0
-for i = 1, tonumber(ARGV[1]) do
-  local letter = redis.call('LPOP', KEYS[1])
-  if not letter then break end
-  examined = examined + 1
-  local cut = string.find(letter, '\\n', 1, true)
-  local match = false
-  if cut then
-    if ARGV[2] == '' then
-      match = true
-    else
-      local ok, header = pcall(cjson.decode, string.sub(letter, 1, cut - 1))
-      match = ok and type(header) == 'table' and type(header.reason) == 'string'
-        and string.find(header.reason, ARGV[2], 1, true) ~= nil
-    end
+local reason, status, email = ARGV[2], ARGV[3], ARGV[4]
+local status_pattern = (status ~= '' and status ~= 'none') and ('"status"%s*:%s*' .. status) or nil
+local items = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+if not items then return {0, 0} end
+local events, kept = {}, {}
+for _, item in ipairs(items) do
+  local cut = string.find(item, '\\n', 1, true)
+  local match = cut ~= nil
+  local meta, event
+  if match and status_pattern then
+    local at = string.find(item, status_pattern)
+    match = at ~= nil and at < cut
   end
   if match then
-    redis.call('RPUSH', KEYS[2], string.sub(letter, cut + 1))
-    moved = moved + 1
-  else
-    redis.call('RPUSH', KEYS[1], letter)
+    event = string.sub(item, cut + 1)
+    if reason ~= '' or status ~= '' then
+      local ok, decoded = pcall(cjson.decode, string.sub(item, 1, cut - 1))
+      match = ok and type(decoded) == 'table'
+      meta = decoded
+    end
   end
+  if match and reason ~= '' then
+    match = type(meta.reason) == 'string' and string.find(meta.reason, reason, 1, true) ~= nil
+  end
+  if match and status == 'none' then
+    match = meta.status == nil or meta.status == cjson.null
+  elseif match and status ~= '' then
+    match = type(meta.status) == 'number' and meta.status == tonumber(status)
+  end
+  if match and email ~= '' then
+    local ok, decoded = pcall(cjson.decode, event)
+    match = ok and type(decoded) == 'table' and type(decoded.email) == 'string'
+      and string.find(string.lower(decoded.email), email, 1, true) ~= nil
+  end
+  if match then events[#events + 1] = event else kept[#kept + 1] = item end
 end
-return {examined, moved}
+if #events > 0 then redis.call('RPUSH', KEYS[2], unpack(events)) end
+if #kept > 0 then redis.call('RPUSH', KEYS[1], unpack(kept)) end
+return {#items, #events}
 """
 
 # RECORD_DEPTH: note the queue's length in a minute of the operators' series (the flush, once a tick).
@@ -365,80 +386,6 @@ local seen = tonumber(redis.call('HGET', KEYS[2], 'depth') or '-1')
 if depth > seen then redis.call('HSET', KEYS[2], 'depth', depth) end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]))
 return depth
-"""
-
-# REPLAY_MATCHING: put every dead letter matching a filter back on the queue, in one linear pass
-# (one LREM per letter would cost a pass per letter: minutes with 100,000 of them).
-# KEYS[1] dead-letter list, KEYS[2] queue list
-# ARGV[1] text the reason must contain ('' any), ARGV[2] status: '' any, 'none' no status, else a code,
-# ARGV[3] text the event's email must contain, lower-case ASCII ('' any),
-# ARGV[4] a tombstone value no dead letter can have (a unique string not starting with '{')
-# The rules are those of buffer.DeadLetterFilter. Matches are overwritten with the tombstone in place
-# (LSET: no index shifts), then all tombstones go in one LREM; letters left keep their order and replayed
-# events join the queue in dead-letter order. A letter whose header or event does not parse never
-# matches a filter on it (it stays). A header without '"status": N' cannot have status N (a quote inside
-# a JSON string is escaped), so most letters are ruled out by a pattern before any decoding; with no
-# filter at all nothing is decoded and the list is dropped whole.
-# Returns the number of events put back.
-REPLAY_MATCHING = """
-local reason, status, email, tomb = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local everything = reason == '' and status == '' and email == ''
-local status_pattern = (status ~= '' and status ~= 'none') and ('"status"%s*:%s*' .. status) or nil
-local total = redis.call('LLEN', KEYS[1])
-local moved, kept = 0, {}
-for start = 0, total - 1, 1000 do
-  local items = redis.call('LRANGE', KEYS[1], start, start + 999)
-  local events = {}
-  for offset, item in ipairs(items) do
-    local cut = string.find(item, '\\n', 1, true)
-    local match = cut ~= nil
-    local meta, event
-    if match and status_pattern then
-      local at = string.find(item, status_pattern)
-      match = at ~= nil and at < cut
-    end
-    if match then
-      event = string.sub(item, cut + 1)
-      if reason ~= '' or status ~= '' then
-        local ok, decoded = pcall(cjson.decode, string.sub(item, 1, cut - 1))
-        match = ok and type(decoded) == 'table'
-        meta = decoded
-      end
-    end
-    if match and reason ~= '' then
-      match = type(meta.reason) == 'string' and string.find(meta.reason, reason, 1, true) ~= nil
-    end
-    if match and status == 'none' then
-      match = meta.status == nil or meta.status == cjson.null
-    elseif match and status ~= '' then
-      match = type(meta.status) == 'number' and meta.status == tonumber(status)
-    end
-    if match and email ~= '' then
-      local ok, decoded = pcall(cjson.decode, event)
-      match = ok and type(decoded) == 'table' and type(decoded.email) == 'string'
-        and string.find(string.lower(decoded.email), email, 1, true) ~= nil
-    end
-    if match then
-      events[#events + 1] = event
-      if not everything then redis.call('LSET', KEYS[1], start + offset - 1, tomb) end
-    elseif everything then
-      kept[#kept + 1] = item
-    end
-  end
-  if #events > 0 then
-    redis.call('RPUSH', KEYS[2], unpack(events))
-    moved = moved + #events
-  end
-end
-if everything and moved > 0 then
-  redis.call('DEL', KEYS[1])
-  for i = 1, #kept, 1000 do redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept))) end
-elseif moved == total then
-  redis.call('DEL', KEYS[1])
-elseif moved > 0 then
-  redis.call('LREM', KEYS[1], 0, tomb)
-end
-return moved
 """
 
 # REMOVE_LETTERS: take chosen dead letters out of the list, and put their events back on the queue

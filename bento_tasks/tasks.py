@@ -325,7 +325,7 @@ def relay_outbox() -> dict[str, int]:
     settings = get_settings()
     if not settings.outbox:
         return {"rows": 0, "pushed": 0}
-    if conf._django_settings() is None:
+    if not conf.load_django():
         raise ConfigurationError(
             "BENTO_OUTBOX is on but Django is not configured: the outbox is a table of a Django project; "
             "set DJANGO_SETTINGS_MODULE for this worker, or turn BENTO_OUTBOX off"

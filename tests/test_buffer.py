@@ -9,7 +9,7 @@ from dataclasses import replace
 import redis
 from conftest import claim_events
 
-from bento_tasks.buffer import Buffer, dead_letter_header, new_token
+from bento_tasks.buffer import Buffer, DeadLetterFilter, dead_letter_header, new_token
 from bento_tasks.policy import Action, Kind
 
 
@@ -263,9 +263,9 @@ def test_replay_moves_dead_letters_back_to_the_queue(buffer):
     """Replay by reason puts exactly those events back on the queue."""
     batch_id, token, items, _ = take(buffer, 2)
     buffer.reject(batch_id, token, [(items[0], "email: bad"), (items[1], "type: bad")])
-    assert buffer.replay("email") == 1
+    assert buffer.replay(DeadLetterFilter(reason="email")) == 1
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [items[0]]
-    assert buffer.replay() == 1
+    assert buffer.replay(DeadLetterFilter()) == 1
     assert buffer.status()["dead"] == 0 and buffer.status()["queued"] == 2
 
 
@@ -282,7 +282,7 @@ def test_replay_by_reason_walks_a_large_mix_once(buffer, monkeypatch):
         letters.append((reason, event))
         buffer.redis.rpush(buffer.dead_key, dead_letter_header(reason) + b"\n" + event)
     buffer.redis.rpush(buffer.dead_key, b"not a dead letter")
-    assert buffer.replay("unanswered") == 17
+    assert buffer.replay(DeadLetterFilter(reason="unanswered")) == 17
     assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [e for r, e in letters if r.startswith("unanswered")]
     kept = buffer.redis.lrange(buffer.dead_key, 0, -1)
     assert [k.partition(b"\n")[2] for k in kept[:-1]] == [e for r, e in letters if not r.startswith("unanswered")]

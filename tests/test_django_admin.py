@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from django.conf import settings as django_settings
@@ -25,7 +26,8 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from bento_tasks import track
-from bento_tasks.buffer import get_buffer
+from bento_tasks.buffer import get_buffer, new_token
+from bento_tasks.policy import Action, Kind
 from bento_tasks.telemetry import PostSample
 
 pytestmark = pytest.mark.django_db
@@ -56,12 +58,22 @@ def client_for(user: User, **kwargs) -> Client:
     return client
 
 
-def bury(buffer, emails: list[str], reason: str, status: int | None) -> None:
-    """Dead-letter one event per email, as the post task does after a refusal or exhausted retries."""
+def take(buffer, emails: list[str]):
+    """Queue one event per email, claim the queue as one batch and take it as the post task does.
+
+    Returns (batch id, token, Begin)."""
     for email in emails:
         track("signup", email)
     batch_id, _ = claim_events(buffer)
-    buffer.bury(batch_id, reason, status, 3)
+    token = new_token()
+    return batch_id, token, buffer.begin(batch_id, token, interval=0, max_sleep=1)
+
+
+def bury(buffer, emails: list[str], reason: str, status: int | None, attempts: int = 3) -> None:
+    """Dead-letter one event per email, as the post task does after a refusal or exhausted retries."""
+    batch_id, token, begin = take(buffer, emails)
+    record = replace(begin.record, attempts=attempts, last_status=status)
+    buffer.execute(batch_id, token, Action(Kind.BURY, record, reason=reason))
 
 
 def refs(html: str) -> list[str]:
@@ -113,6 +125,29 @@ def test_status_page_counts_match_status_json_and_never_show_the_secret(buffer):
     assert 'id="bento-posts"' in page and "0.042 s" in page
     assert "<svg" in page and "3 queued</title>" in page
     assert django_settings.BENTO_SECRET_KEY not in page
+
+
+def test_status_page_and_metrics_show_the_outbox_and_the_last_flush_as_status_json(buffer, settings):
+    """With the outbox on, the status page and the metrics show the rows waiting, the oldest's age and the last
+    flush's age, as `status --json` does: one snapshot feeds all three."""
+    from bento_tasks import outbox
+    from bento_tasks.events import build_event, encode_event
+
+    settings.BENTO_OUTBOX = True
+    for i in range(2):
+        outbox.write(encode_event(build_event("signup", f"o{i}@example.com"), 65536))
+    buffer.mark_flushed()
+    status = cli_status()
+    assert status["outbox"] == 2 and status["outbox_oldest_age"] is not None and status["last_flush_age"] is not None
+    page = client_for(staff("viewer", *VIEW)).get(STATUS).content.decode()
+    assert 'id="status-outbox" data-value="2"' in page
+    assert 'id="status-outbox_oldest_age"' in page and 'id="status-last_flush_age"' in page
+    settings.BENTO_METRICS_TOKEN = "t"
+    text = Client().get("/bento/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    values = {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
+    assert values["bento_tasks_outbox_rows"] == 2
+    assert values["bento_tasks_outbox_oldest_age_seconds"] == pytest.approx(status["outbox_oldest_age"], abs=5)
+    assert values["bento_tasks_last_flush_age_seconds"] == pytest.approx(status["last_flush_age"], abs=5)
 
 
 def test_status_page_says_when_redis_cannot_be_reached(settings):
@@ -180,8 +215,7 @@ def test_a_filtered_page_examines_a_bounded_window(buffer, monkeypatch):
 def test_dead_letter_detail_shows_the_event_json(buffer):
     """A dead letter's page shows its reason, status and the event exactly as queued, as JSON."""
     track("signup", "detail@example.com", fields={"plan": "pro"})
-    batch_id, _ = claim_events(buffer)
-    buffer.bury(batch_id, 'Bento refused the event: {"error": "nope"}', 422, 1)
+    bury(buffer, [], 'Bento refused the event: {"error": "nope"}', 422, 1)  # the event just queued
     client = client_for(staff("viewer", *VIEW))
     link = re.search(r'href="(/admin/bento_tasks/deadletter/\d+/\w+/)"', client.get(DEAD).content.decode())
     assert link is not None
@@ -281,10 +315,9 @@ def test_a_post_without_the_csrf_token_is_refused(buffer):
 
 def test_failure_reports_are_listed(buffer):
     """Batches Bento accepted with failed events are listed with their time, size and counts."""
-    for i in range(3):
-        track("signup", f"f{i}@example.com")
-    batch_id, _ = claim_events(buffer)
-    buffer.ack(batch_id, 3, 2, 1)
+    batch_id, token, begin = take(buffer, [f"f{i}@example.com" for i in range(3)])
+    report = {"batch_size": 3, "results": 2, "failed": 1}
+    buffer.execute(batch_id, token, Action(Kind.ACK, begin.record), report=report)
     page = client_for(staff("viewer", *VIEW)).get(REPORTS).content.decode()
     cells = re.findall(r'<td class="num">(\d+)</td>', page)
     assert cells == ["3", "2", "1"]
@@ -318,7 +351,7 @@ def test_metrics_scrape_matches_status_json(buffer, settings):
     buffer.record_post(PostSample(None, 10, 0, 0, 31.0, "retry"))
     buffer.record_post(PostSample(422, 2, 0, 0, 0.1, "split"))
     buffer.record_post(PostSample(422, 1, 0, 0, 0.1, "bury", dead_lettered=1))
-    buffer.pause(60)
+    buffer.redis.set(buffer.paused_key, str(buffer.now() + 60))
     settings.BENTO_METRICS_TOKEN = "t"
     text = Client().get("/bento/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
     status = cli_status()
@@ -391,7 +424,7 @@ def test_manage_py_bento_prints_and_exits_as_the_cli(project, buffer):
     """`manage.py bento` gives the same output and exit code as `bento-tasks` for status, dead, resume and errors."""
     bury(buffer, ["x@example.com"], "retries exhausted: 503", 503)
     track("signup", "old@example.com", date="2020-01-01T00:00:00+00:00")
-    buffer.pause(300)
+    buffer.redis.set(buffer.paused_key, str(buffer.now() + 300))
     for args in (
         ("status", "--json"),
         ("status", "--check", "--max-age", "1e12"),  # exit 1: paused
@@ -414,8 +447,8 @@ def test_manage_py_bento_prints_and_exits_as_the_cli(project, buffer):
         assert (managed.returncode, without_age(managed.stderr)) == (cli.returncode, without_age(cli.stderr)), args
     assert project("status", "--check", "--max-age", "1e12")[0].returncode == 1
     managed, cli = project("resume")
-    assert (managed.stdout, managed.returncode) == ("delivery resumed\n", 0)
-    assert cli.stdout == "delivery was not paused\n"
+    assert (managed.stdout, managed.returncode) == ("pause ended\n0 waiting batch(es) go at the next flush\n", 0)
+    assert cli.stdout == "delivery was not paused\n0 waiting batch(es) go at the next flush\n"
     assert buffer.status()["paused_until"] is None
 
 
@@ -428,7 +461,7 @@ def test_manage_py_bento_flush_dispatches_through_the_broker(project, buffer, re
     broker = redis_server.url(1)
     managed, _ = project("flush", "--json", CELERY_BROKER_URL=broker)
     assert managed.returncode == 0, managed.stderr
-    assert json.loads(managed.stdout) == {"recovered": 0, "dispatched": 1}
+    assert json.loads(managed.stdout) == {"recovered": 0, "released": 0, "dispatched": 1}
     assert buffer.status()["in_flight"] == 3
     [message] = redis.Redis.from_url(broker).lrange("celery", 0, -1)
     assert json.loads(message)["headers"]["task"] == "bento_tasks.post_batch"

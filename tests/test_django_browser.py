@@ -144,7 +144,7 @@ def test_operators_read_the_status_and_replay_a_dead_letter_in_a_browser(browser
     ]
     buffer.redis.rpush(buffer.dead_key, *outage, *refused)
     # A pause holds 40 new events in flight, so the counts stay still while the pages are read.
-    buffer.pause(600)
+    buffer.redis.set(buffer.paused_key, str(buffer.now() + 600))
     for i in range(40):
         track("signup", f"held{i}@example.com")
     wait_until(lambda: buffer.status()["in_flight"] == 40, 10, message="the held events claimed")

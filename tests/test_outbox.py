@@ -432,6 +432,30 @@ def test_status_shows_rows_waiting_and_check_fails_on_an_old_row(pipeline, tmp_p
     assert status("--check", "--max-age", "7200").returncode == 0
 
 
+def test_manage_py_bento_relay_moves_every_waiting_row_as_bento_tasks_relay_does(pipeline, tmp_path):
+    """`manage.py bento relay` relays the rows waiting and says how many, as `bento-tasks relay` does under
+    DJANGO_SETTINGS_MODULE; without Django settings `bento-tasks relay` exits 2 saying where to run it."""
+    env = relay_env(tmp_path)
+
+    def run(*command: str, environ: dict[str, str] = env) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", *command], env=environ, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    fill(3)
+    managed = run("django", "bento", "relay", "--json")
+    assert managed.returncode == 0, managed.stderr
+    assert json.loads(managed.stdout) == {"rows": 3, "pushed": 3} and waiting() == 0
+    OutboxEvent.objects.bulk_create([OutboxEvent(event=encoded(n)) for n in range(3, 5)])
+    cli = run("bento_tasks", "relay")
+    assert (cli.returncode, cli.stdout) == (0, "relayed 2 outbox row(s): 2 event(s) pushed to Redis\n"), cli.stderr
+    assert waiting() == 0
+    exactly_once(pipeline.queued(), 5)
+    bare = {k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"}
+    refused = run("bento_tasks", "relay", environ={**bare, "BENTO_REDIS_URL": django_settings.BENTO_REDIS_URL})
+    assert refused.returncode == 2 and "needs Django" in refused.stderr and "manage.py bento relay" in refused.stderr
+
+
 def test_checks_warn_when_the_relay_is_not_on_the_beat_schedule(settings):
     """BENTO_OUTBOX on and no relay_outbox beat entry: W011, whose hint is the exact entry to add."""
     assert run_checks(tags=["bento_tasks"]) == []

@@ -205,7 +205,7 @@ def test_bento_reported_failures_are_counted(buffer, dispatches, fake, monkeypat
     assert dispatches.run_next() == "delivered"
     status = buffer.status()
     assert (status["delivered"], status["failed"], status["in_flight"], status["failure_reports"]) == (3, 1, 0, 1)
-    [report] = buffer.failure_reports()
+    _, [report] = buffer.failure_reports()
     assert (report["batch_size"], report["failed"], report["results"]) == (4, 1, 3) and report["time"]
     assert fake.count_status(200) == 1
 

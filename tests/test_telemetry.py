@@ -136,13 +136,16 @@ def test_metric_families_from_a_snapshot():
     now = 1767225600.0  # 2026-01-01T00:00:00Z: 60 s before the pause ends
     found = {family.name: family for family in families(status, counters, now)}
     assert "bento_tasks_outbox_rows" not in found  # outbox off
+    assert "bento_tasks_last_flush_age_seconds" not in found  # no flush ran yet: absent, not 0
     assert found["bento_tasks_paused"].samples[0].value == 1
     assert found["bento_tasks_pause_remaining_seconds"].samples[0].value == pytest.approx(60)
     assert found["bento_tasks_oldest_queued_age_seconds"].samples[0].value == 0
     buckets = {s.labels["le"]: s.value for s in found["bento_tasks_post_duration_seconds"].samples if "le" in s.labels}
     assert (buckets["0.05"], buckets["0.5"], buckets["1.0"], buckets["+Inf"]) == (1, 1, 2, 2)
-    with_outbox = {f.name for f in families({**status, "outbox": 4}, counters, now)}
-    assert "bento_tasks_outbox_rows" in with_outbox
+    later = {f.name: f for f in families({**status, "outbox": 4, "last_flush_age": 2.5}, counters, now)}
+    assert later["bento_tasks_outbox_rows"].samples[0].value == 4
+    assert later["bento_tasks_outbox_oldest_age_seconds"].samples[0].value == 0  # its age: None, none waiting
+    assert later["bento_tasks_last_flush_age_seconds"].samples[0].value == 2.5
 
 
 @pytest.mark.parametrize(

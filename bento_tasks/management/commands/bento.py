@@ -1,4 +1,4 @@
-"""``manage.py bento status|dead|flush|resume|metrics ...``: the ``bento-tasks`` CLI inside a Django project.
+"""``manage.py bento status|dead|flush|resume|relay|metrics ...``: the ``bento-tasks`` CLI inside a Django project.
 
 Everything after ``bento`` goes to ``bento_tasks.cli.main``: the same parser, the same functions, the
 same output and exit codes, with the project's settings (and its Celery app, for ``flush``) loaded.
@@ -19,7 +19,7 @@ from ... import cli
 class Command(BaseCommand):
     help = (
         "bento-tasks operations with this project's settings: status [--json] [--check --max-age N], "
-        "dead list|replay|purge, flush [--json], resume, metrics [--port N]. "
+        "dead list|replay|purge, flush [--json], resume, relay [--database ALIAS] [--json], metrics [--port N]. "
         "`manage.py bento status --help` shows a command's options."
     )
     # The CLI reads Redis, not the database: no system checks first, like `bento-tasks` itself.
