@@ -39,7 +39,7 @@ import redis
 
 from . import scripts, telemetry
 from .conf import Settings, get_settings
-from .exceptions import BufferUnavailable
+from .exceptions import BufferUnavailable, InvalidFilter
 from .policy import Action, Health, Kind, Record, horizon
 
 # Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds (at most ~8,000: see REPLAY).
@@ -263,7 +263,10 @@ class DeadLetterFilter:
 
     def __post_init__(self) -> None:
         if self.status not in ("", "none") and not (self.status.isascii() and self.status.isdigit()):
-            raise ValueError(f"status must be empty, 'none' or an HTTP status code, got {self.status!r}")
+            raise InvalidFilter(
+                f"status filter {self.status!r} is not an HTTP status: give a code such as 503, 'none' for dead "
+                "letters without one, or leave it empty for any status"
+            )
 
     @property
     def empty(self) -> bool:

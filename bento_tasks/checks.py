@@ -107,27 +107,18 @@ def _outbox(settings: conf.Settings, databases: Any) -> list[CheckMessage]:
     """With BENTO_OUTBOX on: the table must exist (else every on-commit send fails) and beat must relay."""
     if not settings.outbox:
         return []
-    from django.db import DEFAULT_DB_ALIAS, DatabaseError
-
     from . import outbox
 
-    problems: list[CheckMessage] = []
-    # The database is read here even without --database: a missing table breaks every checkout. One that
-    # cannot be reached says nothing; migrate and runserver report that themselves.
-    for alias in databases or [DEFAULT_DB_ALIAS]:
-        try:
-            missing = not outbox.has_table(alias)
-        except DatabaseError:
-            continue
-        if missing:
-            problems.append(
-                Warning(
-                    f"BENTO_OUTBOX is on but the {outbox.TABLE} table does not exist on database {alias!r}: "
-                    "send_event_on_commit() and on_commit=True helpers will fail.",
-                    hint=f"Run: python manage.py migrate bento_tasks --database {alias}",
-                    id="bento_tasks.W010",
-                )
-            )
+    # The database is read here even without --database: a missing table breaks every checkout.
+    problems: list[CheckMessage] = [
+        Warning(
+            f"BENTO_OUTBOX is on but the {outbox.TABLE} table does not exist on database {alias!r}: "
+            "send_event_on_commit() and on_commit=True helpers will fail.",
+            hint=f"Run: python manage.py migrate bento_tasks --database {alias}",
+            id="bento_tasks.W010",
+        )
+        for alias in outbox.missing_tables(databases)
+    ]
     if not any(isinstance(entry, dict) and entry.get("task") == RELAY_TASK for entry in _beat_entries()):
         problems.append(
             Warning(

@@ -35,6 +35,14 @@ class BrokerUnavailable(BentoError, ConnectionError):
     """``send_event.delay()`` could not hand the event to the Celery broker, so it was not sent."""
 
 
+class InvalidFilter(BentoError, ValueError):
+    """A dead-letter filter that cannot be applied as given (e.g. a status that is not a number)."""
+
+
+class OutboxMisuse(BentoError, RuntimeError):
+    """The outbox relay was called where it cannot keep its promise of relaying each row once."""
+
+
 class ConfigurationError(Exception):
     """Settings are missing or wrong; the message names each one and what to set.
 
