@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf
-from .buffer import Buffer
+from .buffer import probe_memory_policy
 from .exceptions import BufferUnavailable
 from .policy import dispatch_room
 from .schedule import FLUSH_ENTRY, FLUSH_TASK, RELAY_ENTRY, RELAY_TASK
@@ -84,9 +84,10 @@ def _beat(settings: conf.Settings, module: str | None) -> list[CheckMessage]:
 
 def _redis_memory(settings: conf.Settings) -> list[CheckMessage]:
     # An unreachable Redis is not reported here (`bento-tasks status` does), so that `manage.py migrate`
-    # works without one; nor is a Redis that refuses CONFIG (managed services often do).
+    # works without one, and costs it at most a second; nor is a Redis that refuses CONFIG (managed services
+    # often do).
     try:
-        policy = Buffer(settings).memory_policy()
+        policy = probe_memory_policy(settings)
     except BufferUnavailable:
         return []
     if policy in (None, "noeviction"):
