@@ -8,7 +8,15 @@ __version__ = "0.1.0"
 
 from . import worker  # noqa: F401  (connects the worker-start hook)
 from .api import track
-from .exceptions import BentoError, BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
+from .exceptions import (
+    BentoError,
+    BrokerUnavailable,
+    BufferUnavailable,
+    ConfigurationError,
+    InvalidEvent,
+    InvalidFilter,
+    OutboxMisuse,
+)
 from .helpers import purchase, remove_tag, send_event_on_commit, subscribe, tag, unsubscribe, update_fields
 from .schedule import add_flush_schedule
 from .tasks import flush_events, post_batch, relay_outbox, send_event
@@ -19,6 +27,8 @@ __all__ = [
     "BufferUnavailable",
     "ConfigurationError",
     "InvalidEvent",
+    "InvalidFilter",
+    "OutboxMisuse",
     "__version__",
     "add_flush_schedule",
     "flush_events",

@@ -21,9 +21,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import mark_safe
 
+from . import policy
 from .buffer import Buffer, DeadLetter, DeadLetterFilter, dead_letter_id, get_buffer
 from .chart import last_hour_svg
-from .exceptions import BufferUnavailable, ConfigurationError
+from .exceptions import BufferUnavailable, ConfigurationError, InvalidEvent
 from .models import DeadLetter as DeadLetterModel
 from .models import FailureReport, Status
 from .status import redis_text, snapshot
@@ -32,11 +33,18 @@ logger = logging.getLogger(__name__)
 
 PAGE = 100  # dead letters per page
 MAX_SCAN = 10_000  # entries a filtered page examines at most; the page says so and offers the next window
-# Filter links for the reasons bento-tasks writes (any text works in ?reason=).
-REASONS = (
-    ("retries exhausted", "Retries exhausted"),
-    ("Bento refused the event", "Refused by Bento"),
-    ("invalid Bento event", "Invalid event"),
+_REASON_LABELS = {
+    policy.EXHAUSTED: "Retries exhausted",
+    policy.UNANSWERED: "Unanswered (Bento may have them)",
+    policy.WORKER_DIED: "A worker died posting them",
+    policy.ISOLATED: "Failed while others passed",
+    policy.REFUSED: "Refused by Bento",
+    InvalidEvent.REASON: "Invalid event",
+}
+# Filter links for every kind of reason bento-tasks writes, from the code that writes them (any text
+# works in ?reason=); a kind without a label here still gets a link.
+REASONS = tuple(
+    (text, _REASON_LABELS.get(text, text.capitalize())) for text in (*policy.BURY_REASONS, InvalidEvent.REASON)
 )
 STATUSES = ("none", "400", "408", "413", "422", "429", "500", "502", "503", "504")
 STATUS_LABELS = {

@@ -36,14 +36,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import scripts, telemetry
 from .conf import Settings, get_settings
-from .exceptions import BufferUnavailable
+from .exceptions import BufferUnavailable, InvalidFilter
 from .policy import Action, Health, Kind, Record, horizon
 
 # Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds (at most ~8,000: see REPLAY).
 REPLAY_WINDOW = 2000
+
+#: Seconds a probe (``probe_memory_policy``) waits to connect, and for the answer: `manage.py check` runs it
+#: before every migrate and runserver, which must not wait long for a Redis that is down.
+PROBE_TIMEOUT = 1.0
 
 #: Seconds (at least) a relayed outbox row is remembered when its relay could not say its delete committed:
 #: far longer than a relay takes to come back after a crash, a Redis or a database outage.
@@ -263,7 +269,10 @@ class DeadLetterFilter:
 
     def __post_init__(self) -> None:
         if self.status not in ("", "none") and not (self.status.isascii() and self.status.isdigit()):
-            raise ValueError(f"status must be empty, 'none' or an HTTP status code, got {self.status!r}")
+            raise InvalidFilter(
+                f"status filter {self.status!r} is not an HTTP status: give a code such as 503, 'none' for dead "
+                "letters without one, or leave it empty for any status"
+            )
 
     @property
     def empty(self) -> bool:
@@ -787,6 +796,19 @@ class Buffer:
     def recent_posts(self, limit: int = 20) -> list[dict[str, Any]]:
         """The last POSTs, newest first: time, events, status, seconds, delivered, failed, action."""
         return [json.loads(raw) for raw in self.redis.lrange(self.posts_key, 0, limit - 1)]
+
+
+def probe_memory_policy(settings: Settings, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """``Buffer.memory_policy`` over one connection of its own, closed before returning: connecting and the answer
+    each wait at most ``timeout`` seconds, tried once (redis-py would retry a failed connect 3 times). For checks
+    that run where Redis may be down; BufferUnavailable when it cannot be read in time."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        return Buffer(settings, client).memory_policy()
+    finally:
+        client.close()
 
 
 _lock = threading.Lock()

@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf
-from .buffer import Buffer
+from .buffer import probe_memory_policy
 from .exceptions import BufferUnavailable
 from .policy import dispatch_room
 from .schedule import FLUSH_ENTRY, FLUSH_TASK, RELAY_ENTRY, RELAY_TASK
@@ -84,9 +84,10 @@ def _beat(settings: conf.Settings, module: str | None) -> list[CheckMessage]:
 
 def _redis_memory(settings: conf.Settings) -> list[CheckMessage]:
     # An unreachable Redis is not reported here (`bento-tasks status` does), so that `manage.py migrate`
-    # works without one; nor is a Redis that refuses CONFIG (managed services often do).
+    # works without one, and costs it at most a second; nor is a Redis that refuses CONFIG (managed services
+    # often do).
     try:
-        policy = Buffer(settings).memory_policy()
+        policy = probe_memory_policy(settings)
     except BufferUnavailable:
         return []
     if policy in (None, "noeviction"):
@@ -107,27 +108,18 @@ def _outbox(settings: conf.Settings, databases: Any) -> list[CheckMessage]:
     """With BENTO_OUTBOX on: the table must exist (else every on-commit send fails) and beat must relay."""
     if not settings.outbox:
         return []
-    from django.db import DEFAULT_DB_ALIAS, DatabaseError
-
     from . import outbox
 
-    problems: list[CheckMessage] = []
-    # The database is read here even without --database: a missing table breaks every checkout. One that
-    # cannot be reached says nothing; migrate and runserver report that themselves.
-    for alias in databases or [DEFAULT_DB_ALIAS]:
-        try:
-            missing = not outbox.has_table(alias)
-        except DatabaseError:
-            continue
-        if missing:
-            problems.append(
-                Warning(
-                    f"BENTO_OUTBOX is on but the {outbox.TABLE} table does not exist on database {alias!r}: "
-                    "send_event_on_commit() and on_commit=True helpers will fail.",
-                    hint=f"Run: python manage.py migrate bento_tasks --database {alias}",
-                    id="bento_tasks.W010",
-                )
-            )
+    # The database is read here even without --database: a missing table breaks every checkout.
+    problems: list[CheckMessage] = [
+        Warning(
+            f"BENTO_OUTBOX is on but the {outbox.TABLE} table does not exist on database {alias!r}: "
+            "send_event_on_commit() and on_commit=True helpers will fail.",
+            hint=f"Run: python manage.py migrate bento_tasks --database {alias}",
+            id="bento_tasks.W010",
+        )
+        for alias in outbox.missing_tables(databases)
+    ]
     if not any(isinstance(entry, dict) and entry.get("task") == RELAY_TASK for entry in _beat_entries()):
         problems.append(
             Warning(

@@ -199,16 +199,14 @@ def _relay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from django.db import DatabaseError, connections
-
     from . import outbox
 
-    if args.database is not None and args.database not in connections:
+    if args.database is not None and not outbox.is_database(args.database):
         print(f"bento-tasks: --database {args.database!r} is not in DATABASES", file=sys.stderr)
         return 2
     try:
         relayed = outbox.relay(using=args.database)
-    except DatabaseError as exc:
+    except outbox.DatabaseError as exc:
         print(f"bento-tasks: the outbox relay could not read the database: {exc}", file=sys.stderr)
         return 2
     if args.json:

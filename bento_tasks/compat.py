@@ -11,13 +11,16 @@ Redis channel then restores its unacked messages and, to do so, rebuilds its con
 attribute 'hostname'") is not a connection error, so ``ignore_errors`` lets it through and the worker
 stops with "Unrecoverable error". Its unacked message then waits for the visibility timeout (an hour).
 
-The fix: once ``collect()`` has run, the connection forgets its default channel, as kombu itself does
-when it opens a new connection (``Connection._connection_factory``). The later ``close()`` then has
-nothing stale to close, which is what Celery 5.6 did by never calling it: the worker reconnects, the
-in-flight task finishes and its acknowledgement reaches the restarted Redis.
+The fix, at the narrowest point: while Celery's ``Consumer.on_connection_error_after_connected`` runs,
+the one connection it is cleaning up forgets its default channel once ``collect()`` has run, as kombu
+itself does when it opens a new connection (``Connection._connection_factory``). The ``close()`` that
+follows then has nothing stale to close, which is what Celery 5.6 did by never calling it: the worker
+reconnects, the in-flight task finishes and its acknowledgement reaches the restarted Redis. kombu's
+``Connection`` class, every other connection (the producer pools of tasks, the result backend) and every
+other moment are left alone.
 
-It is applied only in Celery worker processes (``bento_tasks.worker``), only on the Celery versions
-that have the bug, and ``BENTO_CELERY_RECONNECT_FIX=false`` turns it off.
+It is applied only in the worker's main process (``bento_tasks.worker``, where the consumer runs), only
+on the Celery releases in ``AFFECTED``, and ``BENTO_CELERY_RECONNECT_FIX=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -28,18 +31,19 @@ from collections.abc import Callable
 from typing import Any
 
 import celery
-from kombu import Connection
 
 logger = logging.getLogger(__name__)
 
-# The first release with the bug. No fixed release exists yet; tests/test_celery_reconnect.py fails
-# once a worker without the fix survives, which is the time to add an upper bound here.
-FIRST_AFFECTED = (5, 7)
+#: The Celery releases (major, minor) with the bug: 5.7 (5.7.0 is the only 5.7 release so far). No later
+#: release is assumed to have it. tests/test_celery_reconnect.py holds this to the installed Celery's own
+#: code: it fails when a release outside these crashes on a stale channel (add it here), or one inside
+#: them no longer does (narrow this to the releases that still do).
+AFFECTED = ((5, 7),)
 
 
 def needs_reconnect_fix(version: tuple[int, ...]) -> bool:
     """Whether a Celery ``version`` (``celery.VERSION``'s numbers) has the Redis-restart crash."""
-    return tuple(version[:2]) >= FIRST_AFFECTED
+    return tuple(version[:2]) in AFFECTED
 
 
 def celery_version() -> tuple[int, int, int]:
@@ -47,20 +51,38 @@ def celery_version() -> tuple[int, int, int]:
 
 
 def apply_reconnect_fix() -> bool:
-    """Make ``kombu.Connection.collect()`` forget the default channel; True if it was not applied before."""
-    collect: Callable[..., Any] = Connection.collect
-    if getattr(collect, "bento_reconnect_fix", False):
+    """Wrap Celery's ``Consumer.on_connection_error_after_connected`` so that the connection it cleans up forgets
+    its default channel once ``collect()`` has run; True if it was not applied before."""
+    # Imported here: producers import bento_tasks (and so this module) but never run a consumer.
+    from celery.worker.consumer.consumer import Consumer
+
+    cleanup: Callable[[Consumer, Exception], None] = Consumer.on_connection_error_after_connected
+    if getattr(cleanup, "bento_reconnect_fix", False):
         return False
 
-    @functools.wraps(collect)
-    def collect_and_forget_channel(self: Connection, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return collect(self, *args, **kwargs)
-        finally:
-            self._default_channel = None  # type: ignore[attr-defined]  # private: not in the kombu stubs
+    @functools.wraps(cleanup)
+    def cleanup_forgetting_the_stale_channel(self: Consumer, exc: Exception) -> None:
+        connection = self.connection
+        if connection is None:
+            cleanup(self, exc)
+            return
+        collect = connection.collect
 
-    collect_and_forget_channel.bento_reconnect_fix = True  # type: ignore[attr-defined]
-    Connection.collect = collect_and_forget_channel  # type: ignore[method-assign]
+        def collect_and_forget_channel(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return collect(*args, **kwargs)
+            finally:
+                connection._default_channel = None  # type: ignore[attr-defined]  # private: not in the kombu stubs
+
+        # On this connection only, and only while Celery cleans it up (it is closed and dropped afterwards).
+        connection.collect = collect_and_forget_channel  # type: ignore[method-assign]
+        try:
+            cleanup(self, exc)
+        finally:
+            del connection.collect
+
+    cleanup_forgetting_the_stale_channel.bento_reconnect_fix = True  # type: ignore[attr-defined]
+    Consumer.on_connection_error_after_connected = cleanup_forgetting_the_stale_channel  # type: ignore[method-assign]
     return True
 
 
@@ -80,7 +102,7 @@ def configure_reconnect_fix(enabled: bool) -> None:
     if apply_reconnect_fix():
         logger.info(
             "bento_tasks: Celery %s reconnect fix active: a Redis broker restart no longer stops this worker "
-            "(kombu Connection.collect() forgets the stale default channel; BENTO_CELERY_RECONNECT_FIX=false "
-            "turns this off)",
+            "(after a lost connection, Celery's consumer forgets the stale default channel of the connection it "
+            "collected before closing it; BENTO_CELERY_RECONNECT_FIX=false turns this off)",
             release,
         )

@@ -127,14 +127,14 @@ def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], lis
     for raw in raws:
         if len(raw) > max_bytes:
             rejected.append(
-                (raw, f"invalid Bento event: _event: {len(raw)} bytes exceeds BENTO_MAX_EVENT_BYTES ({max_bytes})")
+                (raw, reason_text({"_event": [f"{len(raw)} bytes exceeds BENTO_MAX_EVENT_BYTES ({max_bytes})"]}))
             )
             continue
         try:
             # Strictly UTF-8 (json.loads would also take UTF-16 or a BOM): entries are joined into one UTF-8 body.
             decoded.append(_decode(raw.decode()))
         except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
-            rejected.append((raw, f"invalid Bento event: _event: not valid UTF-8 JSON ({exc})"))
+            rejected.append((raw, reason_text({"_event": [f"not valid UTF-8 JSON ({exc})"]})))
             continue
         candidates.append(raw)
     errors = EVENTS_SCHEMA.validate(decoded) if decoded else {}

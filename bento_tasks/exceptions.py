@@ -18,10 +18,13 @@ class BentoError(Exception):
 class InvalidEvent(BentoError, ValueError):
     """An event that Bento would refuse; ``errors`` maps each field path to its messages."""
 
+    #: How the message begins; an invalid event's dead letter has the message as its reason.
+    REASON = "invalid Bento event"
+
     def __init__(self, errors: dict[str, list[str]]) -> None:
         self.errors = errors
         detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
-        super().__init__(f"invalid Bento event: {detail}")
+        super().__init__(f"{self.REASON}: {detail}")
 
 
 class BufferUnavailable(BentoError, ConnectionError):
@@ -30,6 +33,14 @@ class BufferUnavailable(BentoError, ConnectionError):
 
 class BrokerUnavailable(BentoError, ConnectionError):
     """``send_event.delay()`` could not hand the event to the Celery broker, so it was not sent."""
+
+
+class InvalidFilter(BentoError, ValueError):
+    """A dead-letter filter that cannot be applied as given (e.g. a status that is not a number)."""
+
+
+class OutboxMisuse(BentoError, RuntimeError):
+    """The outbox relay was called where it cannot keep its promise of relaying each row once."""
 
 
 class ConfigurationError(Exception):

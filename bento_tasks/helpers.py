@@ -3,7 +3,7 @@
 Each helper validates its own part with marshmallow (raising ``InvalidEvent`` naming the field,
 e.g. ``details.value.amount``), then goes through ``track()``, or with ``on_commit=True``
 through ``send_event_on_commit()`` (and so the outbox, with ``BENTO_OUTBOX``). Django is imported
-only by ``send_event_on_commit``.
+only by ``send_event_on_commit``, through ``bento_tasks.outbox`` (the one module that speaks the ORM).
 """
 
 from __future__ import annotations
@@ -40,16 +40,14 @@ def send_event_on_commit(
     (outside a transaction at once), and ``BufferUnavailable`` propagates from the commit if Redis is down.
     The ``BENTO_DELIVERY`` test modes always take the second way.
     """
-    from django.db import transaction
+    from . import outbox
 
     settings = get_settings()
     raw = encode_event(build_event(type, email, fields, details, date), settings.max_event_bytes)
     if settings.outbox and settings.delivery == "redis":
-        from . import outbox
-
         outbox.write(raw, using)
         return
-    transaction.on_commit(partial(enqueue, raw), using=using)
+    outbox.on_commit(partial(enqueue, raw), using)
 
 
 class _UniqueKey(ma.Field):

@@ -24,17 +24,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+
+# Re-exported: callers report a relay's database failure without importing django.db themselves.
+from django.db import DatabaseError as DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from .buffer import Pushed, get_buffer
+from .exceptions import OutboxMisuse
 from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -138,7 +142,10 @@ def relay_chunk(
     if connection.in_atomic_block:
         # Inside an outer transaction the delete would commit, or roll back, with it, long after the
         # Redis record of these rows is dropped: a rollback would bring rows back to be pushed again.
-        raise RuntimeError("the outbox relay must not run inside a transaction (transaction.atomic)")
+        raise OutboxMisuse(
+            "the outbox relay must not run inside a transaction (transaction.atomic): call it outside any atomic "
+            "block, as the beat task bento_tasks.relay_outbox and `manage.py bento relay` do"
+        )
     buffer = get_buffer()
     # Plain SQL through Django's connection: the ORM's query building costs more than the round trips.
     table = connection.ops.quote_name(TABLE)
@@ -205,6 +212,32 @@ def has_table(alias: str) -> bool:
     """Whether the outbox table exists on ``alias`` (its migration has run)."""
     with connections[alias].cursor() as cursor:
         return TABLE in connections[alias].introspection.table_names(cursor)
+
+
+def missing_tables(aliases: Iterable[str] | None = None) -> list[str]:
+    """The aliases among ``aliases`` (default: the default database) whose outbox table does not exist.
+
+    A database that cannot be reached is left out: migrate and runserver report that themselves.
+    """
+    missing = []
+    for alias in aliases or [DEFAULT_DB_ALIAS]:
+        try:
+            if not has_table(alias):
+                missing.append(alias)
+        except DatabaseError:
+            continue
+    return missing
+
+
+def is_database(alias: str) -> bool:
+    """Whether ``alias`` is one of the project's DATABASES."""
+    return alias in connections
+
+
+def on_commit(callback: Callable[[], object], using: str | None = None) -> None:
+    """Run ``callback`` once the current transaction on database ``using`` commits (outside one: at once);
+    never if it rolls back."""
+    transaction.on_commit(callback, using=using)
 
 
 def backlog() -> tuple[int, float | None]:

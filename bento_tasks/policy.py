@@ -41,6 +41,16 @@ SAME_REFUSALS = 3
 #: The longest wait ever held as a Celery countdown; longer ones wait in Redis (see ``horizon``).
 MAX_COUNTDOWN = 300.0
 
+# What each kind of dead-letter reason written here contains: operators replay by these texts
+# (`dead replay --reason`, the admin's reason filters), so every reason below is built from one.
+EXHAUSTED = "retries exhausted"
+UNANSWERED = "unanswered"
+WORKER_DIED = "worker died"
+ISOLATED = "while accepting other batches"
+REFUSED = "Bento refused the event"
+#: Every kind of reason ``decide`` and ``after_death`` dead-letter events with.
+BURY_REASONS = (EXHAUSTED, UNANSWERED, WORKER_DIED, ISOLATED, REFUSED)
+
 
 @dataclass(frozen=True)
 class Record:
@@ -118,7 +128,7 @@ def decide(
                 reason = f"no answer {failed.unanswered} times while Bento accepted other batches"
                 return _isolate(failed, settings, reason, unanswered=1)
             reason = (
-                f"unanswered: Bento did not answer {failed.unanswered} times (it may have recorded these events "
+                f"{UNANSWERED}: Bento did not answer {failed.unanswered} times (it may have recorded these events "
                 f"that many times): {outcome.detail}"
             )
             return Action(Kind.BURY, failed, reason=reason, unanswered=1)
@@ -134,7 +144,7 @@ def decide(
         # One event is dead-lettered only on fresh evidence: an outage that began after a neighbour's
         # last accepted batch must not bury a quiet site's single events.
         if health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created):
-            reason = f"Bento failed this event {failed.isolated} times while accepting other batches: {outcome.detail}"
+            reason = f"Bento failed this event {failed.isolated} times {ISOLATED}: {outcome.detail}"
             return Action(Kind.BURY, failed, reason=reason)
     if failed.attempts > settings.max_retries:
         return _exhausted(failed, outcome)
@@ -150,7 +160,7 @@ def decide(
 
 def after_death(record: Record, now: float, settings: Settings) -> Action:
     """What to do with a batch whose lease ran out while an attempt owned it (its worker died or stalled)."""
-    detail = "the worker died (or stalled past the batch's lease) while posting it"
+    detail = f"the {WORKER_DIED} (or stalled past the batch's lease) while posting it"
     dead = replace(
         record,
         attempts=record.attempts + 1,
@@ -163,9 +173,9 @@ def after_death(record: Record, now: float, settings: Settings) -> Action:
     if _at_copy_limit(dead, settings):
         if record.size > 1:
             return _isolate(dead, settings, f"{dead.deaths} worker deaths while posting it", deaths=1)
-        return Action(Kind.BURY, dead, reason=f"a worker died while posting this event {dead.deaths} times", deaths=1)
+        return Action(Kind.BURY, dead, reason=f"a {WORKER_DIED} while posting this event {dead.deaths} times", deaths=1)
     if dead.attempts > settings.max_retries:
-        return Action(Kind.BURY, dead, reason=f"retries exhausted: {detail}", deaths=1)
+        return Action(Kind.BURY, dead, reason=f"{EXHAUSTED}: {detail}", deaths=1)
     return Action(Kind.RETRY, dead, reason=detail, deaths=1)
 
 
@@ -189,7 +199,7 @@ def _refused(outcome: Outcome, record: Record, health: Health, settings: Setting
             Kind.SPLIT, record, piece=-(-record.size // 2), reason=f"Bento refused the batch ({answer[:200]})"
         )
     failed = replace(record, last_status=outcome.status, last_detail=outcome.detail)
-    return Action(Kind.BURY, failed, reason=f"Bento refused the event: {outcome.detail}", refusal=answer)
+    return Action(Kind.BURY, failed, reason=f"{REFUSED}: {outcome.detail}", refusal=answer)
 
 
 def _failed(outcome: Outcome, record: Record, health: Health) -> Record:
@@ -216,7 +226,7 @@ def _isolate(record: Record, settings: Settings, why: str, unanswered: int = 0, 
 
 
 def _exhausted(record: Record, outcome: Outcome, unanswered: int = 0) -> Action:
-    return Action(Kind.BURY, record, reason=f"retries exhausted: {outcome.detail}", unanswered=unanswered)
+    return Action(Kind.BURY, record, reason=f"{EXHAUSTED}: {outcome.detail}", unanswered=unanswered)
 
 
 def copy_bound(settings: Settings) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bento_tasks import conf
+from bento_tasks import conf, track
 from bento_tasks.testing import CeleryWorker, FakeBento, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,19 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def configure(monkeypatch, **values: str) -> None:
+    """Set BENTO_* environment settings for this test (undone at its end) and resolve them afresh."""
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    conf.reset_settings()
+
+
+def queue_events(n: int, start: int = 0) -> None:
+    """track() ``n`` signups, user{start}@example.com onwards, each with its number in ``fields.n``."""
+    for i in range(start, start + n):
+        track("signup", f"user{i}@example.com", fields={"n": i})
 
 
 class FakeRedisTcp:

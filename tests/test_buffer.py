@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import replace
 
 import redis
-from conftest import claim_events
+from conftest import claim_events, needs_redis_binary
 
+from bento_tasks import scripts
 from bento_tasks.buffer import Buffer, DeadLetterFilter, dead_letter_header, new_token
 from bento_tasks.policy import Action, Kind
 
@@ -269,24 +271,48 @@ def test_replay_moves_dead_letters_back_to_the_queue(buffer):
     assert buffer.status()["dead"] == 0 and buffer.status()["queued"] == 2
 
 
+@needs_redis_binary
 def test_replay_by_reason_walks_a_large_mix_once(buffer, monkeypatch):
-    """Across several windows, replay --reason moves exactly the matching letters, in order, and keeps the
-    others in order; the reason is matched in the header only, never in the event."""
+    """Across many windows, replay --reason moves exactly the matching letters, in order, and keeps the others in
+    order, matching the reason in the header only; and it is linear: one REPLAY call per window (ceil(n / window)),
+    each examining its window once, and no other per-letter command (Redis's own command counts)."""
     from bento_tasks import buffer as buffer_module
 
-    monkeypatch.setattr(buffer_module, "REPLAY_WINDOW", 7)
+    window = 40
+    monkeypatch.setattr(buffer_module, "REPLAY_WINDOW", window)
     letters = []
-    for n in range(50):
-        reason = "unanswered: no answer" if n % 3 == 0 else "Bento refused the event"
+    for n in range(600):
+        # The first 200 all kept (the case an LREM walk made quadratic), then a mix.
+        reason = "unanswered: no answer" if n >= 200 and n % 3 == 0 else "Bento refused the event"
         event = json.dumps({"type": "t", "email": f"u{n}@example.com", "fields": {"note": "unanswered"}}).encode()
         letters.append((reason, event))
-        buffer.redis.rpush(buffer.dead_key, dead_letter_header(reason) + b"\n" + event)
-    buffer.redis.rpush(buffer.dead_key, b"not a dead letter")
-    assert buffer.replay(DeadLetterFilter(reason="unanswered")) == 17
-    assert buffer.redis.lrange(buffer.queue_key, 0, -1) == [e for r, e in letters if r.startswith("unanswered")]
+    buffer.redis.rpush(buffer.dead_key, *[dead_letter_header(r) + b"\n" + e for r, e in letters], b"not a letter")
+    examined = []
+    replay = buffer._replay
+
+    def counted(*args, **kwargs):
+        result = replay(*args, **kwargs)
+        examined.append(result[0])
+        return result
+
+    monkeypatch.setattr(buffer, "_replay", counted)
+    buffer.redis.script_load(scripts.REPLAY)  # so no NOSCRIPT round trip is counted
+    buffer.redis.config_resetstat()
+    matching = [e for r, e in letters if r.startswith("unanswered")]
+    assert buffer.replay(DeadLetterFilter(reason="unanswered")) == len(matching) == 133
+    calls = {
+        name.removeprefix("cmdstat_"): stats["calls"]
+        for name, stats in buffer.redis.info("commandstats").items()
+        if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+    }
+    windows = math.ceil(601 / window)
+    assert examined == [window] * (windows - 1) + [601 % window]
+    assert calls.pop("evalsha") == calls.pop("lpop") == windows and calls.pop("rpush") <= 2 * windows
+    assert calls == {"llen": 1}
+    assert buffer.redis.lrange(buffer.queue_key, 0, -1) == matching
     kept = buffer.redis.lrange(buffer.dead_key, 0, -1)
     assert [k.partition(b"\n")[2] for k in kept[:-1]] == [e for r, e in letters if not r.startswith("unanswered")]
-    assert kept[-1] == b"not a dead letter"
+    assert kept[-1] == b"not a letter"
 
 
 def test_purge_deletes_every_dead_letter(buffer):

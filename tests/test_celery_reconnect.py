@@ -14,11 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
-from conftest import BROKER_DB, ROOT, needs_redis_binary, wait_until
+from celery.worker.consumer.consumer import Consumer
+from conftest import BROKER_DB, ROOT, free_port, needs_redis_binary, wait_until
+from kombu import Connection
 
 from bento_tasks import compat, conf, track
 from bento_tasks.buffer import get_buffer
@@ -84,15 +87,70 @@ def assert_worker_survived(worker: CeleryWorker, server: RedisServer, fake: Fake
     assert CRASH not in worker.output()
 
 
-def test_fix_is_needed_from_celery_5_7_on() -> None:
-    """The fix is applied on Celery 5.7 and later only; 5.4 to 5.6 never close a collected connection."""
-    assert [compat.needs_reconnect_fix(v) for v in [(5, 4, 0), (5, 6, 3), (5, 7, 0), (5, 8, 1), (6, 0, 0)]] == [
-        False,
-        False,
-        True,
-        True,
-        True,
-    ]
+class StaleChannel:
+    """Stands in for kombu's Redis channel in the bug's two steps: its first close is cut short by the pending BRPOP
+    read (Redis is gone), and a second close restores the unacked messages through a client built from its
+    transport's ``client`` (``Channel._connparams``), which ``collect()`` set to None."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+        if self.closes == 1:
+            raise redis.exceptions.ConnectionError("Error while reading from socket: connection closed")
+        self.transport.client.hostname  # noqa: B018  # what _connparams reads first
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def lose_the_broker(connection: Connection) -> None:
+    """Run this Celery's own ``Consumer.on_connection_error_after_connected`` for ``connection``, as the consumer does
+    when the broker drops (the consumer's other state as a worker with nothing running has it)."""
+    conf = SimpleNamespace(
+        worker_cancel_long_running_tasks_on_connection_loss=True, worker_enable_prefetch_count_reduction=False
+    )
+    consumer = SimpleNamespace(connection=connection, app=SimpleNamespace(conf=conf))
+    Consumer.on_connection_error_after_connected(consumer, redis.exceptions.ConnectionError("lost"))  # type: ignore[arg-type]
+
+
+def connection_with_a_stale_channel() -> tuple[Connection, StaleChannel]:
+    connection = Connection(f"redis://127.0.0.1:{free_port()}/0")  # never dialled
+    channel = StaleChannel(connection.transport)
+    connection._default_channel = channel  # type: ignore[attr-defined]
+    return connection, channel
+
+
+def test_the_fix_is_gated_to_exactly_the_celery_releases_that_crash() -> None:
+    """With this Celery's consumer and this kombu's Connection, the cleanup after a lost broker crashes on a channel
+    whose close was cut short (AttributeError 'hostname', Celery 5.7.0) exactly when compat gates the fix on:
+    a later Celery that still crashes, or a 5.7 release that no longer does, fails here."""
+    connection, channel = connection_with_a_stale_channel()
+    try:
+        lose_the_broker(connection)
+    except AttributeError as exc:
+        assert "hostname" in str(exc)
+        crashes = True
+    else:
+        crashes = False
+    assert crashes == AFFECTED, (
+        f"celery {compat.celery_version()}: crashes={crashes}, compat.AFFECTED={compat.AFFECTED}"
+    )
+    assert channel.closes == (2 if crashes else 1)
+
+
+def test_the_fix_forgets_the_stale_channel_of_that_one_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the fix the same cleanup does not crash and closes the stale channel once; kombu's Connection class is
+    untouched and the connection keeps no override; applying it twice wraps once."""
+    monkeypatch.setattr(Consumer, "on_connection_error_after_connected", Consumer.on_connection_error_after_connected)
+    collect = Connection.collect
+    assert compat.apply_reconnect_fix() is True and compat.apply_reconnect_fix() is False
+    connection, channel = connection_with_a_stale_channel()
+    lose_the_broker(connection)
+    assert channel.closes == 1
+    assert Connection.collect is collect and "collect" not in vars(connection)
 
 
 def test_standalone_worker_survives_a_redis_restart_with_a_message_unacked(
@@ -162,8 +220,13 @@ def test_django_project_worker_survives_a_redis_restart(
     assert_worker_survived(shop_worker, aof_redis, fake)
 
 
-def test_importing_bento_tasks_outside_a_worker_leaves_kombu_alone() -> None:
-    """Producers, beat and the CLI import bento_tasks without the fix: only a worker's start applies it."""
-    code = "import bento_tasks, kombu; print(getattr(kombu.Connection.collect, 'bento_reconnect_fix', False))"
+def test_importing_bento_tasks_outside_a_worker_leaves_celery_alone() -> None:
+    """Producers, beat and the CLI import bento_tasks without the fix (nor Celery's consumer): only a worker's start
+    applies it."""
+    code = (
+        "import sys, bento_tasks; print('celery.worker.consumer.consumer' in sys.modules); "
+        "from celery.worker.consumer.consumer import Consumer; "
+        "print(getattr(Consumer.on_connection_error_after_connected, 'bento_reconnect_fix', False))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.strip() == "False"
+    assert done.stdout.split() == ["False", "False"]

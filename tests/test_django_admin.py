@@ -6,12 +6,14 @@ Runs under pytest-django with tests/django_admin_settings.py (tests/test_django_
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings as django_settings
@@ -25,9 +27,13 @@ from django.core.management import call_command
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from bento_tasks import track
-from bento_tasks.buffer import get_buffer, new_token
-from bento_tasks.policy import Action, Kind
+from bento_tasks import InvalidEvent, track
+from bento_tasks.admin import REASONS
+from bento_tasks.buffer import DeadLetter, DeadLetterFilter, get_buffer, new_token
+from bento_tasks.client import Outcome, Verdict
+from bento_tasks.conf import Settings
+from bento_tasks.events import build_event, split_valid
+from bento_tasks.policy import Action, Health, Kind, Record, after_death, decide
 from bento_tasks.telemetry import PostSample
 
 pytestmark = pytest.mark.django_db
@@ -189,6 +195,63 @@ def test_dead_letters_filter_by_reason_status_and_email(buffer):
     assert emails(q="SHOP.test") == {"a2@shop.test"}
     assert emails(reason="retries exhausted", q="example") == {"a1@example.com", "c1@example.com"}
     assert emails(status="nonsense") == {"a1@example.com", "a2@shop.test", "b1@example.com", "c1@example.com"}
+
+
+def reasons_the_code_writes() -> set[str]:
+    """Every dead-letter reason the delivery code can write: policy.decide and after_death over a grid wide enough to
+    reach each of their dead-letter branches, events.split_valid's rejections and the InvalidEvent of send_event."""
+    settings = Settings(site_uuid="s", publishable_key="p", secret_key="k")
+    now = 10_000.0
+    outcomes = [
+        Outcome(Verdict.RETRY, 503, detail="down"),
+        Outcome(Verdict.RETRY, None, detail="ConnectionError: refused"),
+        Outcome(Verdict.UNANSWERED, None, detail="ReadTimeout"),
+        Outcome(Verdict.REFUSED, 422, detail='{"error": "no"}'),
+        Outcome(Verdict.RATE_LIMITED, 429, retry_after=5),
+        Outcome(Verdict.CONFIG, 401, detail="bad key"),
+        Outcome(Verdict.DELIVERED, 200, accepted=1),
+    ]
+    records = [
+        Record(size, now - 100, attempts, isolated, unanswered, deaths, failed_at)
+        for size, attempts, isolated, unanswered, deaths, failed_at in itertools.product(
+            (1, 1000), (0, 100), (0, 100), (0, 100), (0, 100), (None, now - 5)
+        )
+    ]
+    healths = [
+        Health(now=now),
+        Health(now=now, accepted_at=now - 500),
+        Health(now=now, accepted_at=now - 1),
+        Health(now, now - 1, f"422 {outcomes[3].detail}", 100),
+    ]
+    actions = [decide(o, r, h, settings) for o, r, h in itertools.product(outcomes, records, healths)]
+    actions += [after_death(record, now, settings) for record in records]
+    written = {action.reason for action in actions if action.kind is Kind.BURY}
+    _, rejected = split_valid([b"x" * 100, b"\xff not json", b'{"type": "t", "email": "not-an-email"}'], 50)
+    written |= {reason for _, reason in rejected}
+    try:
+        build_event("", "not-an-email")
+    except InvalidEvent as exc:
+        written.add(str(exc))
+    return written
+
+
+def test_every_reason_the_code_writes_has_a_reason_filter(buffer):
+    """Each dead-letter reason delivery can write (retries exhausted, unanswered, worker deaths, isolation, refusals,
+    invalid events) is matched by one of the page's reason filters, and each filter matches one: none can drift."""
+    written = reasons_the_code_writes()
+    assert len(written) >= 8, written
+
+    def matched(value: str, reason: str) -> bool:
+        return DeadLetterFilter(reason=value).matches(DeadLetter(b"", b"{}", reason, None, 0, ""))
+
+    filters = [value for value, _ in REASONS]
+    assert [reason for reason in written if not any(matched(value, reason) for value in filters)] == []
+    assert [value for value in filters if not any(matched(value, reason) for reason in written)] == []
+    for value in ("unanswered", "worker died"):  # the README tells operators to replay these after a fix
+        assert value in filters
+    page = client_for(staff("viewer", *VIEW)).get(DEAD).content.decode()
+    for value, label in REASONS:
+        assert f'href="?{urlencode({"reason": value})}">{label}</a>' in page
 
 
 def test_a_filtered_page_examines_a_bounded_window(buffer, monkeypatch):

@@ -7,9 +7,13 @@ its own pytest-django process with tests/django_settings.py; the main run skips 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from django.conf import settings as django_settings
@@ -19,7 +23,7 @@ if not django_settings.configured:
 
 from celery import Celery, _state
 from celery.schedules import crontab
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -70,6 +74,43 @@ def test_an_evicting_redis_is_a_check_error_naming_noeviction(settings, redis_ur
         get_buffer().redis.config_set("maxmemory-policy", "noeviction")
     assert message.id == "bento_tasks.E004" and "allkeys-lru" in message.msg
     assert "CONFIG SET maxmemory-policy noeviction" in message.hint
+
+
+def test_the_redis_memory_check_against_a_silent_redis_is_one_short_attempt(settings):
+    """`manage.py check` against a Redis that takes the connection and never answers reports nothing (migrate and
+    runserver work without Redis), after one connection attempt, tried once, that waits at most about a second and
+    is closed afterwards: no pool is left behind."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    closed: list[bytes] = []
+
+    def serve() -> None:
+        listener.settimeout(15)
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                threading.Thread(target=lambda c=conn: closed.append(drain(c)), daemon=True).start()
+
+    def drain(conn: socket.socket) -> bytes:
+        received = b""
+        while chunk := conn.recv(4096):  # never answers; returns when the client closes its end
+            received += chunk
+        return received
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings.BENTO_REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    try:
+        started = time.monotonic()
+        assert bento_checks() == []
+        waited = time.monotonic() - started
+        wait_until(lambda: closed, 5, message="the check's connection to be closed")
+        assert len(accepted) == len(closed) == 1
+        assert waited < 3, f"the check waited {waited:.1f} s for a silent Redis (its timeout is 1 s)"
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
 
 
 def test_missing_keys_are_reported_with_the_line_to_add(settings):

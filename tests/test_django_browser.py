@@ -24,6 +24,9 @@ if not django_settings.configured:
 from conftest import BROKER_DB, ROOT, wait_until
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from bento_tasks import track
 from bento_tasks.buffer import dead_letter_header, get_buffer
@@ -95,13 +98,23 @@ def dead_letter(email: str, reason: str, status: int | None) -> bytes:
     return dead_letter_header(reason, status, 3) + b"\n" + event
 
 
+def click_through(browser, element: WebElement, by: str, value: str, timeout: float = 10) -> WebElement:
+    """Click a link or button that loads another page; return the element ``(by, value)`` of that page, once the
+    old page is gone (so nothing is read from it) and the new one has the element."""
+    old_page = browser.find_element("tag name", "html")
+    element.click()
+    wait = WebDriverWait(browser, timeout)
+    wait.until(expected_conditions.staleness_of(old_page))
+    return wait.until(expected_conditions.presence_of_element_located((by, value)))
+
+
 def log_in(browser, live_server, username: str) -> None:
     browser.delete_all_cookies()
     browser.get(f"{live_server.url}/admin/login/?next=/admin/")
     browser.find_element("id", "id_username").send_keys(username)
     browser.find_element("id", "id_password").send_keys("pw")
-    browser.find_element("css selector", "input[type=submit]").click()
-    wait_until(lambda: browser.current_url.endswith("/admin/"), 10, message="the admin index after logging in")
+    click_through(browser, browser.find_element("css selector", "input[type=submit]"), "id", "content-main")
+    assert browser.current_url.endswith("/admin/"), browser.current_url
 
 
 def cli_status() -> dict:
@@ -152,7 +165,7 @@ def test_operators_read_the_status_and_replay_a_dead_letter_in_a_browser(browser
     log_in(browser, live_server, "viewer")
     index = browser.find_element("id", "content-main").text
     assert "BENTO" in index.upper() and "Dead letters" in index and "Failure reports" in index
-    browser.find_element("link text", "Status").click()
+    click_through(browser, browser.find_element("link text", "Status"), "id", "status-queued")
     before = cli_status()
     shown = {
         key: int(browser.find_element("id", f"status-{key}").get_attribute("data-value"))
@@ -175,21 +188,19 @@ def test_operators_read_the_status_and_replay_a_dead_letter_in_a_browser(browser
     buffer.resume()  # as `manage.py bento resume` does: the held events go out, replays will too
     log_in(browser, live_server, "operator")
     browser.get(f"{live_server.url}/admin/bento_tasks/deadletter/")
-    browser.find_element("link text", "Refused by Bento").click()
+    click_through(browser, browser.find_element("link text", "Refused by Bento"), "css selector", "tr.bento-letter")
     rows = browser.find_elements("css selector", "tr.bento-letter")
     emails = [row.find_element("css selector", ".bento-email").text for row in rows]
     assert emails == ["refused2@example.com", "refused1@example.com", "refused0@example.com"]
     rows[0].find_element("css selector", "input[name=selected]").click()
     screenshot(browser, "admin-dead-letters.png")
 
-    from selenium.webdriver.support.ui import Select
-
     Select(browser.find_element("id", "bento-action")).select_by_value("replay_selected")
-    browser.find_element("id", "bento-go").click()
-    assert "go back on the queue" in browser.find_element("id", "bento-confirm-what").text
+    confirm = click_through(browser, browser.find_element("id", "bento-go"), "id", "bento-confirm-what")
+    assert "go back on the queue" in confirm.text
     assert buffer.status()["dead"] == 8  # nothing happens before the confirmation
-    browser.find_element("id", "bento-yes").click()
-    assert "1 event(s) put back on the queue" in browser.find_element("css selector", ".messagelist").text
+    done = click_through(browser, browser.find_element("id", "bento-yes"), "css selector", ".messagelist")
+    assert "1 event(s) put back on the queue" in done.text
     wait_until(
         lambda: any(event["email"] == "refused2@example.com" for event in fake.events),
         30,

@@ -15,20 +15,11 @@ import threading
 import time
 from collections import Counter
 
-from bento_tasks import conf, tasks, track
+from conftest import configure, queue_events
+
+from bento_tasks import tasks
 
 POISON = "user537@example.com"
-
-
-def configure(monkeypatch, **values: str) -> None:
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    conf.reset_settings()
-
-
-def queue_events(n: int, start: int = 0) -> None:
-    for i in range(start, start + n):
-        track("signup", f"user{i}@example.com", fields={"n": i})
 
 
 def drive(dispatches, until, timeout: float = 30.0, between=None) -> None:

@@ -30,7 +30,7 @@ from django.db import DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 import bento_tasks
-from bento_tasks import InvalidEvent, outbox, send_event_on_commit, tasks
+from bento_tasks import BentoError, InvalidEvent, OutboxMisuse, outbox, send_event_on_commit, tasks
 from bento_tasks.buffer import get_buffer
 from bento_tasks.events import build_event, encode_event
 from bento_tasks.models import OutboxEvent
@@ -216,10 +216,12 @@ def test_with_redis_down_commits_succeed_rows_wait_and_one_warning_is_logged(pip
 
 
 def test_relay_refuses_to_run_inside_a_transaction(pipeline):
-    """relay() inside transaction.atomic raises: its delete would commit with the caller, after its records go."""
+    """relay() inside transaction.atomic raises OutboxMisuse (a BentoError and a RuntimeError) saying where to call
+    it: its delete would commit with the caller, after its records go."""
     fill(1)
-    with pytest.raises(RuntimeError, match="must not run inside a transaction"), transaction.atomic():
+    with pytest.raises(OutboxMisuse, match=r"must not run inside a transaction .*: call it"), transaction.atomic():
         outbox.relay()
+    assert issubclass(OutboxMisuse, BentoError) and issubclass(OutboxMisuse, RuntimeError)
     assert waiting() == 1
 
 

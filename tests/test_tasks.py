@@ -14,19 +14,9 @@ import threading
 import time
 
 import pytest
+from conftest import configure, queue_events
 
 from bento_tasks import BentoError, BrokerUnavailable, InvalidEvent, conf, send_event, tasks, track
-
-
-def configure(monkeypatch, **values: str) -> None:
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    conf.reset_settings()
-
-
-def queue_events(n: int, start: int = 0) -> None:
-    for i in range(start, start + n):
-        track("signup", f"user{i}@example.com", fields={"n": i})
 
 
 def test_flush_drains_a_deep_backlog_in_one_tick(monkeypatch, buffer, dispatches, fake):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from bento_tasks import BentoError, InvalidFilter
 from bento_tasks.buffer import DeadLetter, DeadLetterFilter, dead_letter_header
 from bento_tasks.chart import last_hour_svg
 from bento_tasks.prometheus import bearer_matches, families
@@ -113,9 +114,11 @@ def test_dead_letter_filter_rules():
 
 
 def test_dead_letter_filter_refuses_a_bad_status():
-    """A status filter that is neither empty, "none" nor a number is a ValueError naming the field."""
-    with pytest.raises(ValueError, match="status must be"):
+    """A status filter that is neither empty, "none" nor a number is an InvalidFilter (a BentoError and a
+    ValueError) naming the field, the value and what to give instead."""
+    with pytest.raises(InvalidFilter, match="status filter '5xx' is not an HTTP status: give a code such as 503"):
         DeadLetterFilter(status="5xx")
+    assert issubclass(InvalidFilter, BentoError) and issubclass(InvalidFilter, ValueError)
 
 
 def test_metric_families_from_a_snapshot():
