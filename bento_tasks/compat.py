@@ -59,8 +59,8 @@ def apply_reconnect_fix() -> bool:
         finally:
             self._default_channel = None  # type: ignore[attr-defined]  # private: not in the kombu stubs
 
-    collect_and_forget_channel.bento_reconnect_fix = True  # type: ignore[attr-defined]
-    Connection.collect = collect_and_forget_channel  # type: ignore[method-assign]
+    collect_and_forget_channel.bento_reconnect_fix = True  # type: ignore[attr-defined]  # a marker on the function
+    Connection.collect = collect_and_forget_channel  # type: ignore[method-assign]  # the fix is this patch
     return True
 
 
