@@ -58,8 +58,8 @@ class EmailAddress(_ValidatorsOnce, ma.Email):
 class JsonObject(_ValidatorsOnce, ma.Field[Mapping[str, Any]]):
     """An object with string keys (``details``): what ``Dict(keys=String())`` accepts, with its errors."""
 
-    # Not ClassVar (as ruff's RUF012 would have it): marshmallow declares it an instance attribute, and
-    # merges the class attributes of the whole MRO, so it must stay a class attribute.
+    # Not ClassVar, as ruff's RUF012 asks: marshmallow annotates it as an instance attribute, which a ClassVar
+    # may not override. It stays a class attribute: marshmallow merges these along the MRO.
     default_error_messages = {"invalid": "Not a valid mapping type."}  # noqa: RUF012
     _key_field = ma.String()  # only consulted for a key that is not a str, to word the error as marshmallow does
 
