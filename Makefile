@@ -1,4 +1,4 @@
-# make test: a virtualenv in .venv, the package and its test dependencies, lint, the whole suite.
+# make test: a virtualenv in .venv, the package and its test dependencies, lint (ruff, mypy --strict), the whole suite.
 # make demo: the pipeline end to end against the fake Bento (never a real account).
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
 # make bench-admin: admin page timings with 100,000 dead letters.
@@ -24,6 +24,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -28,6 +28,14 @@ from .exceptions import BufferUnavailable, ConfigurationError, InvalidEvent
 from .models import DeadLetter as DeadLetterModel
 from .models import FailureReport, Status
 from .status import redis_text, snapshot
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+
+    # django-stubs makes ModelAdmin generic in its model; Django's class cannot be subscripted at run time.
+    _ModelAdmin = admin.ModelAdmin[Model]
+else:
+    _ModelAdmin = admin.ModelAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +122,7 @@ def _refs(values: Sequence[str]) -> list[tuple[int, str]]:
     return refs
 
 
-class _RedisPages(admin.ModelAdmin):
+class _RedisPages(_ModelAdmin):
     """Admin pages over Redis: the model is unmanaged, it gives the index entry and the permissions."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -31,9 +31,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -163,7 +163,7 @@ def _age(event: bytes | None, now: float) -> float | None:
 
 def describe_redis(url: str) -> dict[str, Any]:
     """Which Redis a URL points at (host, port, db; or a socket path), never its password."""
-    parts: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    parts: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # unannotated in redis-py
     if "path" in parts:
         return {"path": parts["path"], "db": parts.get("db", 0)}
     return {"host": parts.get("host", "localhost"), "port": parts.get("port", 6379), "db": parts.get("db", 0)}
@@ -302,12 +302,64 @@ class DeadScan:
     before: int | None = None  # pass as ``before`` for the next (older) page; None: no older entries
 
 
+# The Redis client as this module uses it: redis-py's synchronous client with decode_responses=False (every
+# reply is bytes), and only the commands this module runs. redis-py's own annotations fit no one client: 5.x
+# gives each command one signature for the sync and asyncio clients (``Awaitable[Any] | Any``), and 8.x,
+# while it separates them, types replies ``bytes | str`` (decode_responses is not in the type) and has a
+# pipeline's commands return replies rather than the pipeline. So ``Buffer.__init__`` casts its client
+# once, to these, and the rest of the module is typed precisely, the same way on every supported redis-py.
+
+
+class _Script(Protocol):
+    def __call__(self, keys: Sequence[str] = ..., args: Iterable[bytes | str | float] = ...) -> Any:
+        """The script's reply: Lua integers, strings and tables come back as int, bytes and lists."""
+
+
+class _BytesPipeline(Protocol):
+    """Commands queue on the pipeline and return it; ``execute`` returns their replies in order."""
+
+    def execute(self) -> list[Any]: ...
+    def expire(self, name: str, time: int) -> _BytesPipeline: ...
+    def get(self, name: str) -> _BytesPipeline: ...
+    def hget(self, name: str, key: str) -> _BytesPipeline: ...
+    def hgetall(self, name: str) -> _BytesPipeline: ...
+    def hincrby(self, name: str, key: str, amount: int = 1) -> _BytesPipeline: ...
+    def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> _BytesPipeline: ...
+    def hmget(self, name: str, keys: str, *args: str) -> _BytesPipeline: ...
+    def lindex(self, name: str, index: int) -> _BytesPipeline: ...
+    def llen(self, name: str) -> _BytesPipeline: ...
+    def lpush(self, name: str, *values: bytes | str) -> _BytesPipeline: ...
+    def lrange(self, name: str, start: int, end: int) -> _BytesPipeline: ...
+    def ltrim(self, name: str, start: int, end: int) -> _BytesPipeline: ...
+    def time(self) -> _BytesPipeline: ...
+    def unlink(self, *names: str) -> _BytesPipeline: ...
+    def zcard(self, name: str) -> _BytesPipeline: ...
+    def zrange(self, name: str, start: int, end: int) -> _BytesPipeline: ...
+
+
+class _BytesRedis(Protocol):
+    def config_get(self, pattern: str = "*") -> Mapping[str, bytes | str]: ...
+    def hgetall(self, name: str) -> dict[bytes, bytes]: ...
+    def hincrby(self, name: str, key: str, amount: int = 1) -> int: ...
+    def llen(self, name: str) -> int: ...
+    def lrange(self, name: str, start: int, end: int) -> list[bytes]: ...
+    def pipeline(self, transaction: bool = True) -> _BytesPipeline: ...
+    def register_script(self, script: str) -> _Script: ...
+    def rpush(self, name: str, *values: bytes | str) -> int: ...
+    def set(self, name: str, value: bytes | str) -> bool | None: ...
+    def time(self) -> tuple[int, int]: ...
+    def zrangebyscore(
+        self, name: str, min: float | str, max: float | str, start: int | None = None, num: int | None = None
+    ) -> list[bytes]: ...
+
+
 class Buffer:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(
+        client = client or redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
         )
+        self.redis = cast(_BytesRedis, client)  # the one place the client's type is asserted (see _BytesRedis)
         tag = "{" + settings.redis_prefix + "}"
         self.queue_key = f"{tag}:queue"
         self.inflight_key = f"{tag}:inflight"
@@ -634,7 +686,7 @@ class Buffer:
         pipe = self.redis.pipeline()
         pipe.llen(self.dead_key).unlink(self.dead_key)
         count, _ = pipe.execute()
-        return count
+        return int(count)
 
     # -- operations: dead letters page by page ------------------------------------------------
 

@@ -101,7 +101,7 @@ def last_hour_svg(rows: Sequence[Mapping[str, Any]]) -> str:
     top = _ceiling(max(totals or [0]))
     parts += _panel_frame(y0, "POSTs answered 429 (orange), 5xx or not at all (red)", top)
     for i, row in enumerate(rows):
-        base = y0 + PANEL
+        base: float = y0 + PANEL
         for name, label in FAILURES:
             value = int(row.get(name, 0))
             if not value:

@@ -45,7 +45,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
-def _message(kind: type[CheckMessage], problem: conf.Problem) -> CheckMessage:
+def _message(kind: type[Warning | Error], problem: conf.Problem) -> CheckMessage:
     return kind(problem.message, hint=problem.hint, id=problem.id)
 
 

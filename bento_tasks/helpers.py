@@ -50,8 +50,8 @@ def send_event_on_commit(
     outbox.on_commit(partial(enqueue, raw), using)
 
 
-class _UniqueKey(ma.Field):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+class _UniqueKey(ma.Field[str | int]):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | int:
         if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             raise ValidationError("Must be a non-empty string or an integer, such as the order id.")
         return value

@@ -242,7 +242,7 @@ def backoff_delay(
     The step doubles from BENTO_RETRY_BACKOFF up to BENTO_RETRY_BACKOFF_MAX; jitter spreads
     workers between half the step and the full step, and never undercuts Bento's Retry-After.
     """
-    step = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** min(attempt, 32)))
+    step: float = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** min(attempt, 32)))  # int ** int: Any
     delay = step / 2 + (rng or random).random() * step / 2
     if retry_after is not None:
         delay = max(delay, retry_after)

@@ -31,7 +31,7 @@ def add_flush_schedule(app: Celery) -> None:
         if optional_setting("BENTO_OUTBOX", Settings.outbox):
             sender.conf.beat_schedule.setdefault(RELAY_ENTRY, {"task": RELAY_TASK, "schedule": interval})
 
-    if app.configured:
+    if app.configured:  # type: ignore[attr-defined]  # set in Celery.__init__; celery-types omits it
         add(app)
     else:
         app.on_after_configure.connect(add, weak=False)

@@ -21,7 +21,7 @@ import functools
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, missing, validate
 from marshmallow import fields as ma
@@ -55,13 +55,15 @@ class EmailAddress(_ValidatorsOnce, ma.Email):
     pass
 
 
-class JsonObject(_ValidatorsOnce, ma.Field):
+class JsonObject(_ValidatorsOnce, ma.Field[Mapping[str, Any]]):
     """An object with string keys (``details``): what ``Dict(keys=String())`` accepts, with its errors."""
 
-    default_error_messages: ClassVar[dict[str, str]] = {"invalid": "Not a valid mapping type."}
+    # Not ClassVar, as ruff's RUF012 asks: marshmallow annotates it as an instance attribute, which a ClassVar
+    # may not override. It stays a class attribute: marshmallow merges these along the MRO.
+    default_error_messages = {"invalid": "Not a valid mapping type."}  # noqa: RUF012
     _key_field = ma.String()  # only consulted for a key that is not a str, to word the error as marshmallow does
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             raise self.make_error("invalid")
         errors: dict[Any, dict[str, Any]] = {}
@@ -154,10 +156,10 @@ def normalize_date(value: Any) -> Any:
         return value
 
 
-class EventDate(_ValidatorsOnce, ma.Field):
+class EventDate(_ValidatorsOnce, ma.Field[str | dt.datetime]):
     """``date``: an RFC 3339 date-time with an offset (or an aware datetime before serialization)."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | dt.datetime:
         if isinstance(value, str):
             if parse_rfc3339(value) is not None:
                 return value
@@ -177,7 +179,9 @@ class EventSchema(Schema):
     type = Text(required=True, validate=validate.Length(min=1))
     email = EmailAddress(required=True)
     # marshmallow's module is imported as ``ma`` because this attribute is named ``fields``
-    fields = FlatObject(allow_none=False)
+    # Schema also annotates ``fields``, as the instance's dict of bound fields (set in __init__); this class
+    # attribute only declares the field, which SchemaMeta collects, so the two never meet at run time.
+    fields = FlatObject(allow_none=False)  # type: ignore[assignment]
     details = JsonObject(allow_none=False)
     date = EventDate()
 

@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .rules import EVENTS_PATH, InvalidBody, basic_credentials, parse_batch
 
 if TYPE_CHECKING:
-    from typing import Self  # Python 3.11+, needed only by type checkers
+    from typing_extensions import Self  # typing.Self is Python 3.11+; type checkers ship typing_extensions
 
 _MAX_LINE = 65536
 # Bento's firewall answers a request without User-Agent with an HTML page, not JSON:

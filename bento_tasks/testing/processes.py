@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Self  # Python 3.11+, needed only by type checkers
+    from typing_extensions import Self  # typing.Self is Python 3.11+; type checkers ship typing_extensions
 
 
 class RedisServer:
@@ -38,7 +38,7 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", ""]
         args += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,7 +73,8 @@ class RedisServer:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # (host, port) for AF_INET; typeshed says Any
+        return port
 
 
 class CeleryWorker:
@@ -104,14 +105,14 @@ class CeleryWorker:
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> CeleryWorker:
+    def start(self) -> Self:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> CeleryWorker:
+    def wait_ready(self, timeout: float = 60.0) -> Self:
         """Block until the worker logs that it is ready (needs ``loglevel="info"``)."""
         assert self.process is not None, "start() the worker first"
         deadline = time.monotonic() + timeout

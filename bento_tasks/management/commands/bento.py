@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack, redirect_stderr, redirect_stdout
-from typing import Any, ClassVar
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         "`manage.py bento status --help` shows a command's options."
     )
     # The CLI reads Redis, not the database: no system checks first, like `bento-tasks` itself.
-    requires_system_checks: ClassVar[list[str]] = []
+    requires_system_checks = ()
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("args", nargs=argparse.REMAINDER, metavar="command", help="a bento-tasks command")
