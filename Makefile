@@ -2,13 +2,15 @@
 # make demo: the pipeline end to end against the fake Bento (never a real account).
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
 # make bench-admin: admin page timings with 100,000 dead letters.
+# make chaos: a seeded, randomized fault campaign against real workers, beat, Redis and the fake Bento,
+#   then checks and a table; exit status 1 if a check fails. make chaos SEED=42 MINUTES=20 for a longer one.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install test lint demo bench bench-smoke bench-admin clean
+.PHONY: install test lint demo bench bench-smoke bench-admin chaos clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -42,6 +44,11 @@ bench-smoke: $(BENCH_STAMP)
 
 bench-admin: $(STAMP)
 	$(BIN)/python -m bench.admin_pages
+
+SEED ?=
+MINUTES ?= 5
+chaos: $(STAMP)
+	$(BIN)/python -m chaos $(if $(SEED),--seed $(SEED)) --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ gather what Bento and Redis hold, check it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import heapq
 import itertools
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from kombu import Connection
 
 from bento_tasks.policy import copy_bound
 
@@ -58,6 +60,7 @@ class Outcome:
     ledger: Ledger
     status: dict[str, Any]
     held_messages: int
+    restored: int  # unacknowledged messages put back at the end, as the visibility_timeout would
     directory: Path
     seconds: float  # of faults
 
@@ -83,11 +86,20 @@ def run(config: Config, say: Callable[[str], None] = print) -> Outcome:
         say(f"chaos: faults done ({sum(injector.injected.values())} injected); healing, waiting for the drain")
         runner.heal()
         drain = runner.wait_for_drain(config.drain_limit)
+        # What the broker's visibility_timeout does an hour later, now: messages killed workers had taken
+        # go back to the queue, and their tasks run (again, for those that had run).
+        restored = _restore_unacked(stack)
+        if restored and drain is not None and runner.wait_for_drain(config.drain_limit) is None:
+            drain = None
+        say(f"chaos: drained; {restored} unacknowledged message(s) restored to the queue, as after visibility_timeout")
         observed, status, held_messages = _observe(stack, ledger, injector, runner, drain, config.drain_limit)
     finally:
         stack.stop()
+    _save(observed, directory / "observed.json")
     verdict = check(observed)
-    return Outcome(config, observed, verdict, faults, injector, ledger, status, held_messages, directory, seconds)
+    return Outcome(
+        config, observed, verdict, faults, injector, ledger, status, held_messages, restored, directory, seconds
+    )
 
 
 class _Runner:
@@ -203,12 +215,37 @@ def _broker_messages(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, dict
     return [m for m in ready if ours(m)], {tag: m for tag, m in unacked.items() if ours(m)}
 
 
+def _restore_unacked(stack: Stack) -> int:
+    """Put every unacknowledged message back on its queue with kombu's own restore, as it does for a message
+    older than the visibility_timeout; returns how many there were."""
+    client = redis.Redis.from_url(stack.redis.url(1))
+    try:
+        count = int(client.hlen("unacked"))
+    finally:
+        client.close()
+    if count:
+        with Connection(stack.redis.url(1), transport_options={"visibility_timeout": 0}) as connection:
+            connection.default_channel.qos.restore_visible(num=None)
+    return count
+
+
 def _event_of_message(message: dict[str, Any]) -> str | None:
     if message["headers"]["task"] != "bento_tasks.send_event":
         return None
     _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
     email = kwargs.get("email")
     return email if isinstance(email, str) else None
+
+
+def _save(observed: Observed, path: Path) -> None:
+    """Everything the checks saw, for a post-mortem of a failed run (``check.check`` can be re-run on it)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (set, frozenset)):
+            return sorted(value)
+        raise TypeError(type(value).__name__)
+
+    path.write_text(json.dumps(dataclasses.asdict(observed), default=plain))
 
 
 def _received(directory: Path) -> frozenset[str]:

@@ -26,10 +26,12 @@ Where a lost event was lost. bento-tasks has an event once ``track()`` returned,
 its ``send_event`` message (from then on kombu keeps the message in its ``unacked`` hash until the task
 acknowledges it, and restores it if the worker dies). Before that the message is the broker's alone, and
 kombu's Redis transport takes a message with BRPOP and records it as unacknowledged in a second command: a
-worker SIGKILLed between the two, or a Redis crash that loses the BRPOP's reply, loses the message. So an
-event found nowhere whose message no worker ever received, published at most ``BROKER_WINDOW`` seconds before
-a worker or Redis was SIGKILLed, is counted as *lost by the broker* (the README's "as durable as your
-broker"), shown apart; every other missing event fails ``lost = 0``.
+worker SIGKILLed between the two, or a Redis crash that loses the BRPOP's reply, loses the message (and a
+killed worker's connection lingers until the kernel has torn the process down, still taking messages). So
+an event found nowhere whose message no worker ever received, sent at most ``BROKER_WINDOW`` seconds before
+a worker's main process or Redis was SIGKILLed and no later than it was gone, is counted as *lost by the
+broker* (the README's "as durable as your broker"), shown apart; every other missing event fails
+``lost = 0``.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ class Observed:
     drain_seconds: float | None  # None: not drained within the limit
     drain_limit: float
     unexpected_exits: Sequence[str] = ()
-    sent_at: Mapping[str, float] = field(default_factory=dict)  # event -> when its call returned
+    sent_at: Mapping[str, float] = field(default_factory=dict)  # event -> when its call began
     task_ids: Mapping[str, str] = field(default_factory=dict)  # event -> id of its send_event message
     received: frozenset[str] = frozenset()  # send_event message ids some worker logged as received
-    takedowns: Sequence[float] = ()  # when a worker's main process or Redis was SIGKILLed
+    takedowns: Sequence[tuple[float, float]] = ()  # a worker's main process or Redis: SIGKILL sent, then gone
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,7 @@ def lost_by_broker(email: str, observed: Observed) -> bool:
     if task_id is None or task_id in observed.received:
         return False
     sent_at = observed.sent_at[email]
-    return any(sent_at <= at <= sent_at + BROKER_WINDOW for at in observed.takedowns)
+    return any(killed - BROKER_WINDOW <= sent_at <= gone for killed, gone in observed.takedowns)
 
 
 def _few(emails: Iterable[str], n: int = 3) -> str:

@@ -69,7 +69,7 @@ class Injector:
         self.stack, self.ledger, self.rng = stack, ledger, rng
         self.buffer = stack.buffer()
         self.kills: list[Kill] = []
-        self.takedowns: list[float] = []  # when a worker's main process or Redis was SIGKILLed
+        self.takedowns: list[tuple[float, float]] = []  # a worker's main process or Redis: SIGKILL sent, reaped
         self.injected: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.extras: Counter[str] = Counter()  # messages duplicated, entries pushed, ...
@@ -107,8 +107,7 @@ class Injector:
             return None
         main = psutil.Process(slot.pid)
         self.down.add(f"w{worker}")
-        self.takedowns.append(time.time())
-        self._kill([main, *main.children(recursive=True)], slot.kill)
+        self.takedowns.append(self._kill([main, *main.children(recursive=True)], slot.kill))
         return [FollowUp(restart_after, f"restart worker w{worker}", lambda: self._restart(slot))]
 
     def _restart(self, slot: Worker) -> None:
@@ -116,7 +115,9 @@ class Injector:
             slot.start()
         self.down.discard(f"w{slot.index}")
 
-    def _kill(self, processes: list[psutil.Process], kill: Callable[[], None]) -> None:
+    def _kill(self, processes: list[psutil.Process], kill: Callable[[], None]) -> tuple[float, float]:
+        """SIGKILL ``processes`` (through ``kill``) and note the evidence; returns when the signal went and when
+        ``kill`` returned (for a whole worker: its main process reaped, its connections closed)."""
         ports = set()
         for process in processes:
             try:
@@ -126,7 +127,9 @@ class Injector:
             ports |= {c.laddr.port for c in connections if c.raddr and c.raddr.port == self.stack.fake_port}
         at = time.time()
         kill()
+        done = time.time()
         self.kills.append(Kill(at, frozenset(ports), self._owned()))
+        return at, done
 
     def _owned(self) -> tuple[frozenset[str], ...] | None:
         """The events of every batch an attempt owns now; None if Redis stays unreachable."""
@@ -172,8 +175,9 @@ class Injector:
         if self.stack.redis.process is None:
             return None
         self.down.add("redis")
-        self.takedowns.append(time.time())
+        at = time.time()
         self.stack.redis.stop(signal.SIGKILL)
+        self.takedowns.append((at, time.time()))
         return [FollowUp(down_for, "restart Redis (AOF)", self._restart_redis)]
 
     def _restart_redis(self) -> None:

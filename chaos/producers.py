@@ -23,7 +23,7 @@ class Ledger:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.sent: dict[str, str] = {}  # email -> "track" / "delay"
-        self.sent_at: dict[str, float] = {}  # email -> time.time() when the call returned
+        self.sent_at: dict[str, float] = {}  # email -> time.time() when its call began
         self.task_ids: dict[str, str] = {}  # email -> id of its send_event message (delay only)
         self.unconfirmed: set[str] = set()
         self.refusals: Counter[str] = Counter()  # exception names of calls that raised
@@ -38,6 +38,7 @@ class Ledger:
     def send(self, via: str, email: str, event_type: str, fields: dict[str, Any] | None = None) -> bool:
         """Send one event; returns whether the call returned (the event is then promised)."""
         task_id = None
+        started = time.time()  # the message cannot be in the broker before this
         try:
             if via == "track":
                 track(event_type, email, fields=fields)
@@ -50,7 +51,7 @@ class Ledger:
             return False
         with self.lock:
             self.sent[email] = via
-            self.sent_at[email] = time.time()
+            self.sent_at[email] = started
             if task_id is not None:
                 self.task_ids[email] = task_id
         return True

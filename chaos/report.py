@@ -35,7 +35,7 @@ def table(outcome: Outcome) -> str:
         f"{'faults injected':<44}{'count':>6}",
     ]
     for kind in KINDS:
-        skipped = f"  ({injector.skipped[kind]} skipped: target already down)" if injector.skipped[kind] else ""
+        skipped = f"  ({injector.skipped[kind]} skipped: nothing to hit then)" if injector.skipped[kind] else ""
         lines.append(f"  {LABELS[kind]:<42}{injector.injected[kind]:>6}{skipped}")
     lines.append(f"  {'total':<42}{sum(injector.injected.values()):>6}")
     lines += [f"    {what}: {n}" for what, n in sorted(injector.extras.items())]
@@ -62,7 +62,12 @@ def table(outcome: Outcome) -> str:
             f"worker_deaths {status['worker_deaths']}",
         ),
         ("dead letters", ", ".join(f"{kind} {verdict.dead[kind]}" for kind in ("poison", "invalid", "healthy"))),
-        ("held by the broker", f"{len(observed.held)} event(s) in {outcome.held_messages} send_event message(s)"),
+        (
+            "restored by the broker",
+            f"{outcome.restored} unacknowledged message(s) of killed workers, put back "
+            "after the drain as the visibility_timeout would (an hour later)",
+        ),
+        ("held by the broker", _held(observed.held, outcome.held_messages, set(verdict.duplicates.copies))),
         ("lost by the broker", _broker_lost(len(verdict.lost_by_broker))),
         ("time to drain after healing", _drain(observed.drain_seconds, observed.drain_limit)),
     ]
@@ -91,3 +96,11 @@ def _broker_lost(count: int) -> str:
         f"{count} send_event message(s) a worker took (BRPOP) and was SIGKILLed before kombu recorded it, "
         "or whose BRPOP reply a Redis crash lost: never seen by bento-tasks (see README, chaos campaign)"
     )
+
+
+def _held(held: frozenset[str], messages: int, at_bento: set[str]) -> str:
+    text = f"{len(held)} event(s) in {messages} send_event message(s) of killed workers"
+    again = len(held & at_bento)
+    if again:
+        text += f"; {again} of them already at Bento: queued again when the broker restores the message"
+    return text
