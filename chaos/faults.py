@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import psutil
 import redis
 
 from bento_tasks import post_batch
+from bento_tasks.testing import RecordedRequest
 
 from .check import Kill
 from .plan import TRICKLE_PAST, TRICKLE_WITHIN, Fault
@@ -100,6 +102,35 @@ class Injector:
         target = children[child % len(children)]
         self._kill([target], lambda: os.kill(target.pid, signal.SIGKILL))
         return []  # the worker forks a new pool child by itself
+
+    def _kill_while_posting(self) -> list[FollowUp] | None:
+        """SIGKILL the pool child whose POST Bento has just recorded, before it gets the answer."""
+        armed = threading.Lock()
+
+        def kill_the_poster(request: RecordedRequest) -> None:
+            if not request.events or not armed.acquire(blocking=False):
+                return
+            self.stack.fake.on_request(None)
+            poster = self._poster(request.client[1])
+            if poster is not None:
+                self._kill([poster], lambda: os.kill(poster.pid, signal.SIGKILL))
+                self.extras["POSTs whose pool child was killed"] += 1
+
+        self.stack.fake.on_request(kill_the_poster)
+        return [FollowUp(10.0, "stop waiting for a POST to kill", lambda: self.stack.fake.on_request(None))]
+
+    def _poster(self, port: int) -> psutil.Process | None:
+        """The worker process holding the client end of a connection to the fake."""
+        for slot in self.stack.workers:
+            if not slot.running() or slot.pid is None:
+                continue
+            try:
+                for child in psutil.Process(slot.pid).children():
+                    if any(c.laddr and c.laddr.port == port for c in child.net_connections("tcp")):
+                        return child
+            except psutil.Error:
+                continue
+        return None
 
     def _worker_kill(self, worker: int, restart_after: float) -> list[FollowUp] | None:
         slot = self.stack.workers[worker]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 #: Relative weight of each kind among the faults after the first of each.
 WEIGHTS: dict[str, float] = {
     "pool_child_kill": 2.0,
+    "kill_while_posting": 1.0,
     "worker_kill": 1.5,
     "beat_kill": 1.0,
     "second_beat": 0.7,
@@ -96,6 +97,8 @@ def plan(seed: int, seconds: float, workers: int) -> list[Fault]:
 def _params(kind: str, rng: random.Random, workers: int) -> dict[str, float | int | str]:
     if kind == "pool_child_kill":
         return {"worker": rng.randrange(workers), "child": rng.randrange(100)}
+    if kind == "kill_while_posting":
+        return {}
     if kind == "worker_kill":
         return {"worker": rng.randrange(workers), "restart_after": round(rng.uniform(0.5, 4), 2)}
     if kind == "beat_kill":

@@ -9,6 +9,7 @@ from .plan import KINDS
 
 LABELS = {
     "pool_child_kill": "SIGKILL of a pool child",
+    "kill_while_posting": "SIGKILL of the pool child posting",
     "worker_kill": "SIGKILL of a whole worker",
     "beat_kill": "SIGKILL of the beat",
     "second_beat": "a second beat",
