@@ -13,6 +13,7 @@ import random
 import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,11 @@ class Outcome:
     config: Config
     observed: Observed
     verdict: Verdict
-    planned: list[Fault]
     injector: Injector
     ledger: Ledger
     status: dict[str, Any]
     held_messages: int
-    restored: int  # unacknowledged messages put back at the end, as the visibility_timeout would
+    restored: Counter[str]  # unacknowledged messages put back at the end (by task), as the visibility_timeout would
     directory: Path
     seconds: float  # of faults
 
@@ -91,15 +91,13 @@ def run(config: Config, say: Callable[[str], None] = print) -> Outcome:
         restored = _restore_unacked(stack)
         if restored and drain is not None and runner.wait_for_drain(config.drain_limit) is None:
             drain = None
-        say(f"chaos: drained; {restored} unacknowledged message(s) restored to the queue, as after visibility_timeout")
+        say(f"chaos: {sum(restored.values())} unacknowledged message(s) restored, as after the visibility_timeout")
         observed, status, held_messages = _observe(stack, ledger, injector, runner, drain, config.drain_limit)
     finally:
         stack.stop()
     _save(observed, directory / "observed.json")
     verdict = check(observed)
-    return Outcome(
-        config, observed, verdict, faults, injector, ledger, status, held_messages, restored, directory, seconds
-    )
+    return Outcome(config, observed, verdict, injector, ledger, status, held_messages, restored, directory, seconds)
 
 
 class _Runner:
@@ -215,18 +213,18 @@ def _broker_messages(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, dict
     return [m for m in ready if ours(m)], {tag: m for tag, m in unacked.items() if ours(m)}
 
 
-def _restore_unacked(stack: Stack) -> int:
+def _restore_unacked(stack: Stack) -> Counter[str]:
     """Put every unacknowledged message back on its queue with kombu's own restore, as it does for a message
-    older than the visibility_timeout; returns how many there were."""
+    older than the visibility_timeout; returns how many there were, by task."""
     client = redis.Redis.from_url(stack.redis.url(1))
     try:
-        count = int(client.hlen("unacked"))
+        tasks = Counter(json.loads(raw)[0]["headers"]["task"] for raw in client.hvals("unacked"))
     finally:
         client.close()
-    if count:
+    if tasks:
         with Connection(stack.redis.url(1), transport_options={"visibility_timeout": 0}) as connection:
             connection.default_channel.qos.restore_visible(num=None)
-    return count
+    return tasks
 
 
 def _event_of_message(message: dict[str, Any]) -> str | None:

@@ -63,11 +63,7 @@ def table(outcome: Outcome) -> str:
             f"worker_deaths {status['worker_deaths']}",
         ),
         ("dead letters", ", ".join(f"{kind} {verdict.dead[kind]}" for kind in ("poison", "invalid", "healthy"))),
-        (
-            "restored by the broker",
-            f"{outcome.restored} unacknowledged message(s) of killed workers, put back "
-            "after the drain as the visibility_timeout would (an hour later)",
-        ),
+        ("restored by the broker", _restored(outcome.restored)),
         ("held by the broker", _held(observed.held, outcome.held_messages, set(verdict.duplicates.copies))),
         ("lost by the broker", _broker_lost(len(verdict.lost_by_broker))),
         ("time to drain after healing", _drain(observed.drain_seconds, observed.drain_limit)),
@@ -105,3 +101,11 @@ def _held(held: frozenset[str], messages: int, at_bento: set[str]) -> str:
     if again:
         text += f"; {again} of them already at Bento: queued again when the broker restores the message"
     return text
+
+
+def _restored(tasks: Counter[str]) -> str:
+    kinds = ", ".join(f"{n} {task.rsplit('.', 1)[-1]}" for task, n in sorted(tasks.items()))
+    return (
+        f"{sum(tasks.values())} unacknowledged message(s) ({kinds or 'none'}), put back after the drain as the "
+        "visibility_timeout would an hour later"
+    )
