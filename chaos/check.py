@@ -129,7 +129,7 @@ def kind_of(email: str) -> str:
 
 def why_extra(post: Post, kills: Iterable[Kill]) -> str | None:
     """Why this POST may have left a copy the worker never recorded; None for an ordinary POST."""
-    if post.answer != "sent":
+    if post.answer in ("hung_up", "client_gone"):
         return LOST_ANSWER
     events = set(post.emails)
     for kill in kills:
