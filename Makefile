@@ -3,6 +3,8 @@
 # make bench: the benchmark table (bench/RESULTS.md); make bench-smoke: the same at small sizes, for CI.
 # make bench-admin: admin page timings with 100,000 dead letters.
 # make matrix: the whole suite on every supported-version combination (noxfile.py; NOX_ARGS="-s oldest" for one).
+# make chaos: a seeded, randomized fault campaign against real workers, beat, Redis and the fake Bento,
+#   then checks and a table; exit status 1 if a check fails. make chaos SEED=42 MINUTES=20 for a longer one.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 NOX_ARGS ?=
 
-.PHONY: install test lint demo bench bench-smoke bench-admin matrix clean
+.PHONY: install test lint demo bench bench-smoke bench-admin matrix chaos clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("bento-tasks needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -48,6 +50,10 @@ bench-admin: $(STAMP)
 
 matrix: $(STAMP)
 	$(BIN)/nox $(NOX_ARGS)
+SEED ?=
+MINUTES ?= 5
+chaos: $(STAMP)
+	$(BIN)/python -m chaos $(if $(SEED),--seed $(SEED)) --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) .nox build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

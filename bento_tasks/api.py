@@ -26,10 +26,17 @@ def track(
     enqueue(encode_event(build_event(type, email, fields, details, date), get_settings().max_event_bytes))
 
 
-def enqueue(raw: bytes) -> None:
-    """Hand an encoded event to the Redis buffer, or to a BENTO_DELIVERY test mode."""
+def enqueue(raw: bytes, message: tuple[str, float] | None = None) -> None:
+    """Hand an encoded event to the Redis buffer, or to a BENTO_DELIVERY test mode.
+
+    ``message``: the id of the broker message carrying the event, and how long the broker may take to deliver
+    it again; the event is then queued once per message (see ``Buffer.push_once``).
+    """
     settings = get_settings()
     if settings.delivery != "redis":
         deliver(settings, raw)
         return
-    get_buffer().push(raw)
+    if message is None:
+        get_buffer().push(raw)
+    else:
+        get_buffer().push_once(message[0], raw, message[1])

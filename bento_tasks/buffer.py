@@ -20,6 +20,7 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``minute:<n>``: per-minute series (events delivered, POSTs, 429/5xx/errors, queue depth), kept a day.
 - ``posts``: the last POSTs (time, events, status, duration), JSON, newest first.
 - ``outbox:<database alias>:<period>``: outbox rows pushed whose delete may not have committed yet (``relay_rows``).
+- ``sent:<period>``: ids of the send_event messages whose event was queued (``push_once``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -377,8 +379,10 @@ class Buffer:
         self._batch_prefix = f"{tag}:batch:"
         self._meta_prefix = f"{tag}:meta:"
         self._relayed_prefix = f"{tag}:outbox:"
+        self._sent_prefix = f"{tag}:sent:"
         # redis-py runs these by SHA and reloads them after a NOSCRIPT (e.g. a Redis restart)
         register = self.redis.register_script
+        self._enqueue_once = register(scripts.ENQUEUE_ONCE)
         self._claim = register(scripts.CLAIM)
         self._begin = register(scripts.BEGIN)
         self._ack = register(scripts.ACK)
@@ -409,6 +413,21 @@ class Buffer:
         """Append encoded events to the queue; BufferUnavailable if Redis cannot take them."""
         try:
             self.redis.rpush(self.queue_key, *events)
+        except redis.RedisError as exc:
+            raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
+
+    def push_once(self, message_id: str, event: bytes, memory: float) -> bool:
+        """Queue the event of a broker message unless that message was queued before (it was redelivered).
+
+        The message's id is remembered for ``memory`` seconds at least (twice that at most): longer than the
+        broker may take to deliver a message again. Returns whether the event was queued; BufferUnavailable
+        if Redis cannot take it.
+        """
+        period = int(time.time() // memory)
+        keys = [self.queue_key, f"{self._sent_prefix}{period}", f"{self._sent_prefix}{period - 1}"]
+        digest = hashlib.blake2b(message_id.encode(), digest_size=12).digest()
+        try:
+            return bool(self._enqueue_once(keys=keys, args=[digest, math.ceil(2 * memory), event]))
         except redis.RedisError as exc:
             raise BufferUnavailable(f"could not queue the event in Redis: {exc}") from exc
 

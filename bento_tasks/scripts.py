@@ -48,6 +48,25 @@ end
 """
 )
 
+# ENQUEUE_ONCE: queue the event of a send_event message unless that message was queued before. A broker
+# delivers a message again when its worker died before acknowledging it (kombu restores it after the
+# visibility_timeout, reject_on_worker_lost requeues it at once); its task must not queue the event twice.
+# Message ids are remembered in sets of one period each; a message is looked up in this period's and the
+# previous one's, so it is remembered for at least one period.
+# KEYS[1] queue list, KEYS[2] this period's set of message ids, KEYS[3] the previous period's set
+# ARGV[1] the message's id (a digest), ARGV[2] seconds this period's set lives after its last write (two
+# periods), ARGV[3] the event as encoded
+# Returns 1 if the event was queued, 0 if this message had been queued before.
+ENQUEUE_ONCE = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[1], ARGV[3])
+return 1
+"""
+
 # CLAIM: move up to ARGV[1] events from the queue into a new batch and lease it.
 # KEYS[1] queue list, KEYS[2] in-flight zset (batch id -> lease deadline), KEYS[3] new batch list,
 # KEYS[4] new batch's meta hash (its `created` time: evidence of health is measured from it)

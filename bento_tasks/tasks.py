@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 MAX_RATE_SLEEP = 2.0
 # Seconds between tries to record a POST's outcome while Redis refuses it.
 FINISH_RETRY = 0.5
+# kombu's visibility_timeout when the app sets none, and the margin added to it (see redelivery_horizon).
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+REDELIVERY_MARGIN = 600.0
 
 
 class EventTask(_EventTaskBase):
@@ -88,6 +91,7 @@ class EventTask(_EventTaskBase):
 @shared_task(
     name="bento_tasks.send_event",
     base=EventTask,
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     # Any failure (Redis down, a worker missing a setting) retries: an acked failure would lose the
@@ -99,13 +103,19 @@ class EventTask(_EventTaskBase):
     ignore_result=True,
 )
 def send_event(
+    self: _EventTaskBase,
     type: str,
     email: str,
     fields: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
     date: Any = None,
 ) -> None:
-    """Queue one event for Bento (the worker side of ``send_event.delay(...)``)."""
+    """Queue one event for Bento (the worker side of ``send_event.delay(...)``).
+
+    Once per message: acks_late and reject_on_worker_lost mean a message whose worker died after queuing the
+    event and before acknowledging comes back (at once, or after the broker's visibility_timeout), and must
+    not queue it a second time.
+    """
     settings = get_settings()
     event = build_event(type, email, fields, details, date)
     try:
@@ -116,7 +126,15 @@ def send_event(
         get_buffer().record_dead_lettered(1)
         logger.error("bento_tasks: invalid event for %s dead-lettered: %s", mask_email(email, settings), exc)
         return
-    enqueue(raw)
+    message_id = self.request.id
+    enqueue(raw, (message_id, redelivery_horizon(self.app)) if message_id else None)
+
+
+def redelivery_horizon(app: Any) -> float:
+    """Seconds within which a broker may deliver a message again: its visibility_timeout (kombu's Redis and
+    SQS transports; an hour by default) plus the time kombu may take to notice (it checks every 100 s or so)."""
+    options = app.conf.broker_transport_options or {}
+    return float(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)) + REDELIVERY_MARGIN
 
 
 @shared_task(name="bento_tasks.flush_events", ignore_result=True)

@@ -338,6 +338,17 @@ def test_trickle_sends_the_body_a_byte_at_a_time(fake: FakeBento) -> None:
     assert fake.events == [EVENT]
 
 
+def raw_post(fake: FakeBento) -> bytes:
+    """A valid batch request as raw bytes, for tests that drive the connection by hand."""
+    body = json.dumps(batch()).encode()
+    return (
+        f"POST /api/v1/batch/events?site_uuid={fake.site_uuid} HTTP/1.1\r\nHost: x\r\n"
+        "User-Agent: t\r\nContent-Type: application/json\r\n"
+        "Authorization: Basic cHViLWtleTpzZWNyZXQta2V5\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 def test_trickle_of_headers_and_times(fake: FakeBento) -> None:
     """trickle(headers=True) spreads the status line and headers too; times=1 slows only the next answer."""
     fake.trickle(0.6, headers=True, times=1)
@@ -377,6 +388,81 @@ def test_hang_up_every_time_until_stopped(fake: FakeBento) -> None:
     fake.hang_up(0)
     assert post(fake, batch()).status_code == 200
     assert len(fake.events) == 3
+
+
+def settled(fake: FakeBento) -> list[str]:
+    """Each request's ``answer``, once the fake is done with every request."""
+    deadline = time.monotonic() + 5
+    while any(not request.answer for request in fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [request.answer for request in fake.requests]
+
+
+def test_answer_says_sent_for_an_answer_written_to_a_connected_client(fake: FakeBento) -> None:
+    """A request answered normally, accepted or refused, is recorded with answer "sent"."""
+    assert post(fake, batch()).status_code == 200
+    assert post(fake, batch(), auth=("pub-key", "wrong")).status_code == 401
+    assert settled(fake) == ["sent", "sent"]
+
+
+def test_answer_says_hung_up_when_the_fake_closed_without_answering(fake: FakeBento) -> None:
+    """hang_up() and a failing on_request callback leave their recorded request with answer "hung_up"."""
+    fake.hang_up()
+    with pytest.raises(requests.ConnectionError):
+        post(fake, batch())
+    fake.on_request(lambda request: 1 / 0)
+    with pytest.raises(requests.ConnectionError):
+        post(fake, batch())
+    assert settled(fake) == ["hung_up", "hung_up"]
+
+
+def test_answer_says_client_gone_when_the_client_gave_up_first(fake: FakeBento) -> None:
+    """A client that timed out before a delayed answer, or while an answer trickled, leaves "client_gone",
+    though writing the delayed answer into the closed connection would have succeeded."""
+    fake.delay = 0.5
+    with pytest.raises(requests.ReadTimeout):
+        post(fake, batch(), timeout=(5, 0.1))
+    fake.delay = 0
+    fake.trickle(3, headers=True, times=1)
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=5) as sock:
+        sock.sendall(raw_post(fake))
+        assert sock.recv(1) == b"H"  # the first byte of the trickle, then the client leaves
+    assert settled(fake) == ["client_gone", "client_gone"]
+    assert len(fake.events) == 2  # recorded all the same
+
+
+def test_answer_sent_but_never_read_becomes_client_gone(fake: FakeBento) -> None:
+    """An answer written in full that the client closes the connection without reading (a deadline firing just
+    as it came) is corrected from "sent" to "client_gone"; one read before a clean close stays "sent"."""
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=5) as sock:
+        sock.sendall(raw_post(fake))
+        wait_for = time.monotonic() + 5
+        while not (fake.requests and fake.requests[0].answer) and time.monotonic() < wait_for:
+            time.sleep(0.01)
+        assert fake.requests[0].answer == "sent"
+    with socket.create_connection(("127.0.0.1", port_of(fake)), timeout=5) as sock:
+        sock.sendall(raw_post(fake))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    time.sleep(0.2)
+    assert [request.answer for request in fake.requests] == ["client_gone", "sent"]
+
+
+def test_heal_ends_scripted_faults_and_keeps_records(fake: FakeBento) -> None:
+    """heal() drops queued failures, the outage, trickle, hang-ups and delay, but keeps requests, events and
+    reject_events."""
+    post(fake, batch())
+    fake.fail(503, times=5)
+    fake.fail_for(60)
+    fake.hang_up(None)
+    fake.trickle(30)
+    fake.delay = 5
+    fake.reject_events(lambda event: event["email"] == "poison@example.com")
+    fake.heal()
+    started = time.monotonic()
+    assert post(fake, batch()).status_code == 200
+    assert time.monotonic() - started < 1
+    assert post(fake, batch({"type": "t", "email": "poison@example.com"})).status_code == 422
+    assert len(fake.events) == 2 and len(fake.requests) == 3
 
 
 def test_on_request_runs_while_the_client_waits(fake: FakeBento) -> None:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from conftest import claim_events, wait_until
 
-from bento_tasks import conf, flush_events, post_batch, track
+from bento_tasks import conf, flush_events, post_batch, send_event, track
 from bento_tasks.policy import copy_bound
 
 pytestmark = pytest.mark.slow
@@ -131,6 +131,26 @@ def test_default_lease_resends_a_dead_workers_batch_within_two_minutes(
     recovered_in = time.monotonic() - killed_at
     print(f"\ndefault lease: re-sent {recovered_in:.0f}s after the kill")
     assert recovered_in < 120 and delivered(fake) == Counter(emails)
+
+
+def test_a_send_event_message_the_broker_restores_after_it_ran_reaches_bento_once(
+    short_lease, buffer, fake, celery_app, broker_url, start_worker
+):
+    """The broker hands a worker the same send_event message again after its task ran (kombu restores a message
+    whose worker was SIGKILLed before acknowledging it, once the visibility_timeout passes): the event reaches
+    Bento once. Found by the chaos campaign."""
+    import redis
+
+    broker = redis.Redis.from_url(broker_url)
+    send_event.delay("signup", "restored@example.com")
+    [message] = broker.lrange("celery", 0, -1)  # the message exactly as published, before a worker takes it
+    worker = start_worker()
+    fake.wait_for_events(1, timeout=30)
+    broker.rpush("celery", message)  # what kombu's restore does with it (the queue is consumed from the right)
+    # "Task bento_tasks.send_event[id] received" and "... succeeded", twice
+    wait_until(lambda: worker.output().count("send_event[") >= 4, 20, message="the restored message to run")
+    time.sleep(2)  # a second copy would be flushed and posted by now
+    assert delivered(fake) == Counter({"restored@example.com": 1})
 
 
 def test_bento_unreachable_then_back(short_lease, buffer, fake, start_worker):

@@ -243,6 +243,17 @@ def test_send_event_task_body_queues_the_event(buffer):
     assert json.loads(raw) == {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00.000000+00:00"}
 
 
+def test_a_send_event_message_run_twice_queues_its_event_once(buffer):
+    """A send_event message run a second time (redelivered: its worker died after queuing the event and before
+    acknowledging, and kombu restored it, or reject_on_worker_lost requeued it) queues nothing more; another
+    message with the same event is queued."""
+    kwargs = {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"}
+    send_event.apply(kwargs=kwargs, task_id="message-1")
+    send_event.apply(kwargs=kwargs, task_id="message-1")
+    send_event.apply(kwargs=kwargs, task_id="message-2")
+    assert buffer.redis.llen(buffer.queue_key) == 2
+
+
 def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env):
     """track() never drops an event silently: an unreachable Redis raises BufferUnavailable."""
     from bento_tasks import BufferUnavailable

@@ -28,6 +28,8 @@ How the answer travels can be scripted too, for the faults a client must survive
 ``delay`` holds every answer back, ``trickle`` sends answers a byte at a time,
 ``hang_up`` records a batch and closes the connection without answering, and
 ``on_request`` runs a callback while the client waits (e.g. to kill its worker).
+Each recorded request says whether its answer reached a connected client
+(``RecordedRequest.answer``), and ``heal()`` ends every scripted fault at once.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ class RecordedRequest:
     names are lower-cased. ``events`` holds the events accepted from this
     request, empty when it was refused. ``response_body`` is what the fake
     answered, so a test can assert on the error a client was shown.
+
+    ``answer`` says how the answer went, once the fake is done with the request
+    (the entry in ``requests`` is then replaced): ``"sent"``, the whole answer was
+    written to a client still connected; ``"hung_up"``, the fake closed the
+    connection without answering (``hang_up``, a failing ``on_request``, ``stop``);
+    ``"client_gone"``, the client closed the connection (a timeout, a deadline, a
+    killed process) before the whole answer was written. Empty while answering.
+    A recorded batch whose answer was not ``"sent"`` is one the client cannot know
+    Bento has: the source of at-least-once duplicates.
     """
 
     method: str
@@ -82,6 +93,7 @@ class RecordedRequest:
     response_body: bytes = b""
     #: The client's (host, port): tells which process sent the request.
     client: tuple[str, int] = ("", 0)
+    answer: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,6 +353,17 @@ class FakeBento:
         with self._lock:
             self._on_request = callback
 
+    def heal(self) -> None:
+        """End every scripted fault at once: queued ``fail``s, the ``fail_for`` outage, ``trickle``, ``hang_up``
+        and ``delay``. Unlike ``reset()`` it keeps what was recorded, ``reject_events`` (a poison event stays
+        poison) and ``on_request``."""
+        with self._lock:
+            self._failures.clear()
+            self._down_until = 0.0
+            self._hang_ups = 0
+            self._trickle = None
+        self.delay = 0.0
+
     def reset(self) -> None:
         """Forget recorded requests and events, scripted failures and answers, the rate window and ``delay``.
 
@@ -368,7 +391,7 @@ class FakeBento:
         body: bytes,
         framing_error: str | None,
         client: tuple[str, int],
-    ) -> _Response:
+    ) -> tuple[_Response, RecordedRequest]:
         """Decide the answer to one request, record it, run ``on_request``, then apply ``delay``."""
         received_at = time.time()
         parts = urlsplit(target)
@@ -397,11 +420,26 @@ class FakeBento:
             response = self._delivery(response)
             callback = self._on_request
         if callback is not None:
-            callback(request)
+            try:
+                callback(request)
+            except Exception:
+                self._settle(request, "hung_up")
+                raise
         delay = self.delay
         if delay > 0:
             self._stopping.wait(delay)
-        return response
+        return response, request
+
+    def _settle(self, request: RecordedRequest, answer: str) -> RecordedRequest:
+        """Record how the answer to ``request`` went (see ``RecordedRequest.answer``); returns the new record."""
+        settled = replace(request, answer=answer)
+        with self._lock:
+            # Searched from the end: the request was recorded moments ago. Gone after a reset().
+            for index in range(len(self._requests) - 1, -1, -1):
+                if self._requests[index] is request:
+                    self._requests[index] = settled
+                    break
+        return settled
 
     def _answer(
         self,
@@ -547,6 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
 
     def _serve(self) -> None:
+        self._unconfirmed = None  # a new request on this connection: the client read the previous answer
         try:
             body, framing_error = self._read_body(), None
         except ValueError as exc:
@@ -557,30 +596,93 @@ class _Handler(BaseHTTPRequestHandler):
         client = (str(self.client_address[0]), int(self.client_address[1]))
         fake = self.server.fake
         try:
-            response = fake._handle(self.command, self.path, headers, body, framing_error, client)
+            response, request = fake._handle(self.command, self.path, headers, body, framing_error, client)
         except Exception:
             self.close_connection = True  # an on_request callback failed: hang up
             raise
         if fake._stopping.is_set() or response.hang_up:
             self.close_connection = True
+            fake._settle(request, "hung_up")
             return
+        try:
+            answer = self._write(response)
+        except OSError:
+            answer = "client_gone"  # the write failed: the client reset the connection
+        if answer != "sent":
+            self.close_connection = True
+        settled = fake._settle(request, answer)
+        self._unconfirmed = settled if answer == "sent" else None
+
+    # The last answer "sent" on this connection, until the client's next request shows it read it.
+    _unconfirmed: RecordedRequest | None = None
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except ConnectionResetError:
+            # A client that closes with data unread resets the connection: it never read that last answer
+            # (the deadline cut it just as the answer came). A clean close, or a next request, means it did.
+            if self._unconfirmed is not None:
+                self.server.fake._settle(self._unconfirmed, "client_gone")
+            raise
+
+    def _write(self, response: _Response) -> str:
+        """Write the answer, at once or trickled; returns how it went (``RecordedRequest.answer``).
+
+        A write into a connection the client has closed still succeeds once (into the socket's buffer),
+        so the client's end is peeked at before each write. A client that sent FIN may only have
+        half-closed and still be reading: it gets the answer, and it counts as sent unless the
+        connection is reset soon after (the client had closed it for good).
+        """
+        fake = self.server.fake
         head = self._head(response)
         payload = response.body if self.command != "HEAD" else b""
         if response.trickle is None:
-            self.wfile.write(head + payload)
-            return
-        seconds, with_headers = response.trickle
-        if not with_headers:
-            self.wfile.write(head)
-            self.wfile.flush()
-        slow = head + payload if with_headers else payload
-        step = seconds / max(len(slow), 1)
-        for index in range(len(slow)):
-            if fake._stopping.wait(step):
-                self.close_connection = True
-                return
-            self.wfile.write(slow[index : index + 1])
-            self.wfile.flush()
+            chunks, step = [head + payload], 0.0
+        else:
+            seconds, with_headers = response.trickle
+            slow = head + payload if with_headers else payload
+            step = seconds / max(len(slow), 1)
+            chunks = [slow[i : i + 1] for i in range(len(slow))]
+            if not with_headers:
+                self._send(head)
+        closed = False
+        for chunk in chunks:
+            if step and fake._stopping.wait(step):
+                return "hung_up"
+            peer = self._peer()
+            if peer == "reset":
+                return "client_gone"
+            closed = closed or peer == "closed"
+            self._send(chunk)
+        if closed and self._reset_within(0.2):
+            return "client_gone"
+        return "sent"
+
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _peer(self) -> str:
+        """The client's end, without reading from it: "open", "closed" (it sent FIN) or "reset"."""
+        try:
+            # After a FIN, recv() says end-of-file even once a reset came: only the socket's error tells.
+            if self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return "reset"
+            data = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return "open"  # connected, nothing sent: waiting for the answer
+        except OSError:
+            return "reset"
+        return "closed" if data == b"" else "open"
+
+    def _reset_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._peer() == "reset":
+                return True
+            time.sleep(0.01)
+        return False
 
     def _head(self, response: _Response) -> bytes:
         """Status line and headers, built here so that they can be trickled like the body."""
