@@ -118,9 +118,24 @@ def test_the_readme_tutorial_delivers_an_event_to_the_fake_bento(redis_server, r
             while "200: 1 event(s) $completed_onboarding" not in line:
                 assert time.monotonic() < deadline and line, "the fake never received the event"
                 line = fake.stdout.readline()
-        project_env = {**env, "DJANGO_SETTINGS_MODULE": "proj.settings", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-        status = json.loads(run_cli(project_env, "status", "--json").stdout)
-        assert (status["delivered"], status["queued"], status["settings"]) == (1, 0, "Django settings (proj.settings)")
+            # The fake prints a request as it answers it; the worker counts the event as delivered only after
+            # it has read that answer, so poll while the worker still runs.
+            project_env = {
+                **env,
+                "DJANGO_SETTINGS_MODULE": "proj.settings",
+                "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
+            }
+            snapshot = json.loads(run_cli(project_env, "status", "--json").stdout)
+            deadline = time.monotonic() + 30
+            while snapshot["delivered"] != 1:
+                assert time.monotonic() < deadline, f"status never counted the event delivered: {snapshot}"
+                time.sleep(0.5)
+                snapshot = json.loads(run_cli(project_env, "status", "--json").stdout)
+        assert (snapshot["delivered"], snapshot["queued"], snapshot["settings"]) == (
+            1,
+            0,
+            "Django settings (proj.settings)",
+        )
     finally:
         if web is not None:
             web.terminate()
