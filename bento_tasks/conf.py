@@ -33,8 +33,15 @@ MAX_BATCH_SIZE = 1000  # Bento's hard limit per request
 DELIVERY_MODES = ("redis", "sync", "outbox")
 KEYS = ("BENTO_SITE_UUID", "BENTO_PUBLISHABLE_KEY", "BENTO_SECRET_KEY")
 API_BASE_PATH = "/api/v1"
-# BENTO_* environment variables that are not settings: this repository's own test switch (tests/conftest.py, CI).
-NOT_SETTINGS = frozenset({"BENTO_TESTS_REQUIRE_REDIS"})
+# BENTO_* environment variables that are not settings: this repository's own test switches (tests/, .ci/run).
+NOT_SETTINGS = frozenset(
+    {
+        "BENTO_TESTS_REQUIRE_REDIS",
+        "BENTO_TESTS_REQUIRE_BROWSER",
+        "BENTO_TESTS_REQUIRE_POSTGRES",
+        "BENTO_TESTS_REQUIRE_MYSQL",
+    }
+)
 
 
 @dataclass(frozen=True)

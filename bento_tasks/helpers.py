@@ -120,8 +120,15 @@ def _send(
     *,
     date: Date,
     on_commit: bool,
+    using: str | None,
 ) -> None:
-    (send_event_on_commit if on_commit else track)(type, email, fields, details, date)
+    if on_commit:
+        send_event_on_commit(type, email, fields, details, date, using=using)
+    elif using is not None:
+        # Without on_commit the event goes to Redis now: no transaction to join, so say so rather than ignore it.
+        raise TypeError(f"using={using!r} names the database whose transaction the event joins: pass on_commit=True")
+    else:
+        track(type, email, fields, details, date)
 
 
 def purchase(
@@ -134,6 +141,7 @@ def purchase(
     *,
     date: Date = None,
     on_commit: bool = False,
+    using: str | None = None,
 ) -> None:
     """``$purchase`` of ``amount`` cents; Bento counts a retried purchase with the same ``unique_key`` once.
 
@@ -143,31 +151,40 @@ def purchase(
     details: dict[str, Any] = {"unique": {"key": unique_key}, "value": {"currency": currency, "amount": amount}}
     if cart is not None:
         details["cart"] = cart
-    _send("$purchase", email, fields, _checked(_PURCHASE, details), date=date, on_commit=on_commit)
+    _send("$purchase", email, fields, _checked(_PURCHASE, details), date=date, on_commit=on_commit, using=using)
 
 
-def subscribe(email: str, fields: dict[str, Any] | None = None, *, date: Date = None, on_commit: bool = False) -> None:
+def subscribe(
+    email: str,
+    fields: dict[str, Any] | None = None,
+    *,
+    date: Date = None,
+    on_commit: bool = False,
+    using: str | None = None,
+) -> None:
     """``$subscribe``: add (or re-subscribe) the subscriber, setting ``fields`` on them."""
-    _send("$subscribe", email, fields, date=date, on_commit=on_commit)
+    _send("$subscribe", email, fields, date=date, on_commit=on_commit, using=using)
 
 
-def unsubscribe(email: str, *, date: Date = None, on_commit: bool = False) -> None:
+def unsubscribe(email: str, *, date: Date = None, on_commit: bool = False, using: str | None = None) -> None:
     """``$unsubscribe``: stop marketing emails to the subscriber."""
-    _send("$unsubscribe", email, date=date, on_commit=on_commit)
+    _send("$unsubscribe", email, date=date, on_commit=on_commit, using=using)
 
 
-def tag(email: str, tag: str, *, date: Date = None, on_commit: bool = False) -> None:
+def tag(email: str, tag: str, *, date: Date = None, on_commit: bool = False, using: str | None = None) -> None:
     """``$tag``: add ``tag`` to the subscriber (created if new); runs Bento's tag automations."""
-    _send("$tag", email, details=_checked(_TAG, {"tag": tag}), date=date, on_commit=on_commit)
+    _send("$tag", email, details=_checked(_TAG, {"tag": tag}), date=date, on_commit=on_commit, using=using)
 
 
-def remove_tag(email: str, tag: str, *, date: Date = None, on_commit: bool = False) -> None:
+def remove_tag(email: str, tag: str, *, date: Date = None, on_commit: bool = False, using: str | None = None) -> None:
     """``$remove_tag``: remove ``tag`` from the subscriber."""
-    _send("$remove_tag", email, details=_checked(_TAG, {"tag": tag}), date=date, on_commit=on_commit)
+    _send("$remove_tag", email, details=_checked(_TAG, {"tag": tag}), date=date, on_commit=on_commit, using=using)
 
 
-def update_fields(email: str, fields: dict[str, Any], *, date: Date = None, on_commit: bool = False) -> None:
+def update_fields(
+    email: str, fields: dict[str, Any], *, date: Date = None, on_commit: bool = False, using: str | None = None
+) -> None:
     """``$update_fields``: set custom ``fields`` (a flat object) on the subscriber."""
     if not fields:
         raise InvalidEvent({"fields": ["Give at least one field to update."]})
-    _send("$update_fields", email, fields, date=date, on_commit=on_commit)
+    _send("$update_fields", email, fields, date=date, on_commit=on_commit, using=using)

@@ -212,6 +212,10 @@ def post_batch(batch_id: str) -> str:
     no longer dispatched, and does nothing.
     """
     settings = get_settings()
+    # Before BEGIN: a worker without a key must not take the batch, or each lease that runs out
+    # would count as a worker death and the events would end in the dead letters. Untaken, the
+    # batch is re-sent when its lease runs out, and kept until the key is set.
+    settings.require_keys()
     buffer = get_buffer()
     token = new_token()
     begin = buffer.begin(batch_id, token, rate_interval(settings), MAX_RATE_SLEEP)
@@ -240,7 +244,7 @@ def post_batch(batch_id: str) -> str:
     if rejected:
         buffer.reject(batch_id, token, rejected)
         buffer.record_dead_lettered(len(rejected))
-        logger.warning("bento_tasks: %d invalid event(s) dead-lettered, e.g. %s", len(rejected), rejected[0][1])
+        logger.error("bento_tasks: %d invalid event(s) dead-lettered, e.g. %s", len(rejected), rejected[0][1])
         if not events:
             return "rejected"
     if begin.wait:

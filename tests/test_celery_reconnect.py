@@ -171,7 +171,7 @@ def test_without_the_fix_celery_5_7_worker_dies_on_a_redis_restart(
     aof_redis: RedisServer, fake: FakeBento, start_worker: StartWorker
 ) -> None:
     """With BENTO_CELERY_RECONNECT_FIX=false the same restart stops a Celery 5.7 worker ("Unrecoverable error:
-    AttributeError ... 'hostname'"). When this fails, Celery has fixed the bug: bound compat.FIRST_AFFECTED."""
+    AttributeError ... 'hostname'"). When this fails, Celery has fixed the bug: narrow compat.AFFECTED."""
     worker = start_worker(CELERY_BROKER_URL=aof_redis.url(BROKER_DB), BENTO_CELERY_RECONNECT_FIX="false")
     assert FIX_OFF in worker.output() and FIX_ACTIVE not in worker.output()
     restart_redis_under_an_unacked_post(aof_redis, fake)

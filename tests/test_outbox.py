@@ -191,6 +191,25 @@ def test_two_database_aliases_each_write_in_their_own_transaction_and_relay_apar
     assert [e["type"] for e in pipeline.deliver()] == ["signup", "signup"]
 
 
+def test_helpers_with_on_commit_write_on_the_alias_they_are_given(pipeline):
+    """Every helper's using= puts its row in that alias's transaction (rolled back with it); using= without
+    on_commit=True is refused, since an event sent at once joins no transaction."""
+    with pytest.raises(RuntimeError), transaction.atomic(using="other"):
+        bento_tasks.purchase(EMAIL, "order-1", 100, "USD", on_commit=True, using="other")
+        bento_tasks.tag(EMAIL, "vip", on_commit=True, using="other")
+        assert waiting("other") == 2 and waiting("default") == 0
+        raise RuntimeError
+    assert waiting("other") == 0
+    with transaction.atomic(using="other"):
+        bento_tasks.subscribe(EMAIL, on_commit=True, using="other")
+        bento_tasks.update_fields(EMAIL, {"plan": "pro"}, on_commit=True, using="other")
+        assert waiting("other") == 2 and waiting("default") == 0
+    with pytest.raises(TypeError, match="on_commit=True"):
+        bento_tasks.unsubscribe(EMAIL, using="other")
+    wait_until(lambda: len(pipeline.queued()) == 2 and waiting("other") == 0, timeout=10, message="both relayed")
+    assert sorted(e["type"] for e in pipeline.deliver()) == ["$subscribe", "$update_fields"]
+
+
 # -- Redis out of the request path -----------------------------------------------------------------
 
 
@@ -375,6 +394,30 @@ def test_a_relay_killed_mid_run_loses_nothing_and_sends_nothing_twice(pipeline, 
     # The first chunk's records were to be dropped by the killed relay's next call: they stay until they
     # lapse (its rows are gone for good). The second chunk's go with the relay that deleted its rows.
     assert pipeline.records() == (1000 if when == "before" else 0)
+
+
+def test_a_relay_whose_redis_answer_is_lost_after_the_write_sends_nothing_twice(pipeline, monkeypatch):
+    """Redis runs the relay's push and the connection drops before its answer arrives: the relay fails and its
+    transaction rolls back (the rows stay), and the next relay finds the rows recorded, pushes nothing and
+    deletes them; the fake Bento gets each event once."""
+    import redis
+
+    fill(300)
+    buffer = pipeline.buffer
+    push = buffer._relay
+
+    def push_then_hang_up(*args, **kwargs):
+        push(*args, **kwargs)
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(buffer, "_relay", push_then_hang_up)
+    with pytest.raises(BentoError, match="could not relay outbox rows"):
+        outbox.relay()
+    assert (len(pipeline.queued()), waiting()) == (300, 300)
+    monkeypatch.setattr(buffer, "_relay", push)
+    assert outbox.relay() == outbox.Relayed(rows=300, pushed=0)
+    assert waiting() == 0
+    exactly_once(pipeline.deliver(), 300)
 
 
 @postgres_only

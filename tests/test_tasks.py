@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 
@@ -177,11 +178,14 @@ def test_invalid_raw_entries_never_reach_bento(buffer, dispatches, fake):
     assert any("email" in r for r in reasons) and any("x: Unknown field" in r for r in reasons)
 
 
-def test_a_batch_of_only_invalid_entries_is_never_posted(buffer, dispatches, fake):
-    """When nothing in a batch is valid, its events are dead-lettered and no request is made."""
+def test_a_batch_of_only_invalid_entries_is_never_posted(buffer, dispatches, fake, caplog):
+    """When nothing in a batch is valid, its events are dead-lettered (one ERROR line) and no request is made."""
     buffer.push(b"not json", b'{"type":"t","email":"nope"}')
     tasks.flush_events.run()
-    assert dispatches.run_all() == ["rejected"]
+    with caplog.at_level(logging.WARNING, logger="bento_tasks"):
+        assert dispatches.run_all() == ["rejected"]
+    [error] = caplog.records
+    assert error.levelno == logging.ERROR and "2 invalid event(s) dead-lettered" in error.getMessage()
     assert fake.requests == []
     status = buffer.status()
     assert (status["dead"], status["in_flight"], status["queued"]) == (2, 0, 0)
@@ -283,15 +287,25 @@ def test_a_worker_without_the_secret_key_fails_at_the_first_post_and_keeps_the_e
     monkeypatch, buffer, dispatches, fake
 ):
     """Keys are required where a POST is made: post_batch raises ConfigurationError naming BENTO_SECRET_KEY
-    and how to set it; nothing is posted, dead-lettered or lost."""
+    and how to set it, without taking the batch, so leases that run out meanwhile count no worker death;
+    nothing is posted, dead-lettered or lost, and the events go once the key is set."""
+    secret = os.environ["BENTO_SECRET_KEY"]
     monkeypatch.delenv("BENTO_SECRET_KEY")
     conf.reset_settings()
     queue_events(3)
     tasks.flush_events.run()
-    with pytest.raises(conf.ConfigurationError, match="BENTO_SECRET_KEY is not set in the environment"):
-        dispatches.run_next()
+    for _ in range(conf.get_settings().max_worker_deaths + 2):
+        with pytest.raises(conf.ConfigurationError, match="BENTO_SECRET_KEY is not set in the environment"):
+            dispatches.run_next()
+        [batch_id] = buffer.redis.zrange(buffer.inflight_key, 0, -1)
+        buffer.redis.zadd(buffer.inflight_key, {batch_id: 1})  # its lease ran out
+        assert tasks.flush_events.run()["recovered"] == 1
     status = buffer.status()
-    assert (status["in_flight"], status["dead"], fake.requests) == (3, 0, [])
+    assert (status["in_flight"], status["dead"], status["worker_deaths"], fake.requests) == (3, 0, 0, [])
+    monkeypatch.setenv("BENTO_SECRET_KEY", secret)
+    conf.reset_settings()
+    dispatches.run_next()
+    assert (buffer.status()["delivered"], len(fake.events)) == (3, 3)
 
 
 def test_partial_batch_waits_while_others_are_in_flight(buffer, dispatches, fake):
