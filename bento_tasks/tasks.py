@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from . import (
@@ -86,6 +87,27 @@ class EventTask(_EventTaskBase):
                 f"could not send the event to the Celery broker, so it was not queued: {exc}. "
                 "Retry later, or use track(), which needs only Redis."
             ) from exc
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, except that a retry the broker cannot take puts the message back.
+
+        Celery acknowledges (drops) the message when it cannot publish the retry. With the buffer and the
+        broker on one Redis, a restart fails the event's push and then its retry, and acknowledging once
+        Redis is back would lose the event. Rejected with requeue, the message goes back on the queue, or
+        stays in the broker's unacknowledged set (restored after its visibility_timeout) if Redis is still down.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as rejected:
+            reason, requeue = rejected.args  # Reject(reason, requeue); celery-types does not declare the attributes
+            if requeue:
+                raise
+            logger.warning(
+                "bento_tasks: could not publish the retry of send_event[%s] (%s): the message goes back to the broker",
+                self.request.id,
+                reason,
+            )
+            raise Reject(reason, requeue=True) from rejected
 
 
 @shared_task(

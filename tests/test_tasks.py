@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import configure, queue_events
 
-from bento_tasks import BentoError, BrokerUnavailable, InvalidEvent, conf, send_event, tasks, track
+from bento_tasks import BentoError, BrokerUnavailable, BufferUnavailable, InvalidEvent, conf, send_event, tasks, track
 
 
 def test_flush_drains_a_deep_backlog_in_one_tick(monkeypatch, buffer, dispatches, fake):
@@ -265,6 +265,26 @@ def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env)
     configure(monkeypatch, BENTO_REDIS_URL="redis://127.0.0.1:1/0")
     with pytest.raises(BufferUnavailable):
         track("signup", "a@example.com")
+
+
+def test_a_send_event_retry_the_broker_cannot_take_puts_the_message_back(bento_env):
+    """When the event's push fails and its retry cannot be published either (buffer and broker on one Redis that
+    is down), the message is rejected with requeue, never acknowledged and dropped as Celery does by default."""
+    from celery import Celery, _state
+    from celery.exceptions import Reject
+
+    previous = _state.get_current_app()
+    app = Celery("broker-down", broker="redis://127.0.0.1:1/1", set_as_current=True)
+    kwargs = {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"}
+    send_event.push_request(id="message-1", args=(), kwargs=kwargs, retries=0, is_eager=False, called_directly=False)
+    try:
+        with pytest.raises(Reject) as rejected:
+            send_event.retry(exc=BufferUnavailable("Redis is down"), countdown=1)
+    finally:
+        send_event.pop_request()
+        previous.set_current()
+        app.close()
+    assert rejected.value.requeue is True and isinstance(rejected.value.reason, BrokerUnavailable)
 
 
 def test_send_event_delay_with_the_broker_down_raises_broker_unavailable(bento_env):
