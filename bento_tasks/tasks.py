@@ -95,12 +95,14 @@ class EventTask(_EventTaskBase):
         broker on one Redis, a restart fails the event's push and then its retry, and acknowledging once
         Redis is back would lose the event. Rejected with requeue, the message goes back on the queue, or
         stays in the broker's unacknowledged set (restored after its visibility_timeout) if Redis is still down.
+        Only for a broker that cannot be reached: any other failure to publish (a message whose arguments no
+        longer fit) would fail the same way at once, and requeued it would loop without a pause.
         """
         try:
             return super().retry(*args, **kwargs)
         except Reject as rejected:
             reason, requeue = rejected.args  # Reject(reason, requeue); celery-types does not declare the attributes
-            if requeue:
+            if requeue or not isinstance(reason, (ConnectionError, OperationalError)):
                 raise
             logger.warning(
                 "bento_tasks: could not publish the retry of send_event[%s] (%s): the message goes back to the broker",

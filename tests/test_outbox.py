@@ -203,11 +203,18 @@ def test_helpers_with_on_commit_write_on_the_alias_they_are_given(pipeline):
     with transaction.atomic(using="other"):
         bento_tasks.subscribe(EMAIL, on_commit=True, using="other")
         bento_tasks.update_fields(EMAIL, {"plan": "pro"}, on_commit=True, using="other")
-        assert waiting("other") == 2 and waiting("default") == 0
+        bento_tasks.remove_tag(EMAIL, "trial", on_commit=True, using="other")
+        bento_tasks.unsubscribe(EMAIL, on_commit=True, using="other")
+        assert waiting("other") == 4 and waiting("default") == 0
     with pytest.raises(TypeError, match="on_commit=True"):
         bento_tasks.unsubscribe(EMAIL, using="other")
-    wait_until(lambda: len(pipeline.queued()) == 2 and waiting("other") == 0, timeout=10, message="both relayed")
-    assert sorted(e["type"] for e in pipeline.deliver()) == ["$subscribe", "$update_fields"]
+    wait_until(lambda: len(pipeline.queued()) == 4 and waiting("other") == 0, timeout=10, message="all relayed")
+    assert sorted(e["type"] for e in pipeline.deliver()) == [
+        "$remove_tag",
+        "$subscribe",
+        "$unsubscribe",
+        "$update_fields",
+    ]
 
 
 # -- Redis out of the request path -----------------------------------------------------------------

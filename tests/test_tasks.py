@@ -287,6 +287,21 @@ def test_a_send_event_retry_the_broker_cannot_take_puts_the_message_back(bento_e
     assert rejected.value.requeue is True and isinstance(rejected.value.reason, BrokerUnavailable)
 
 
+def test_a_send_event_retry_that_fails_for_another_reason_is_not_requeued(bento_env):
+    """A retry that cannot be published for a reason other than the broker (here a message whose arguments no
+    longer fit the task) is dropped as Celery does: requeued, it would fail again at once, in a loop."""
+    from celery.exceptions import Reject
+
+    kwargs = {"type": "signup", "email": "a@example.com", "unknown": 1}
+    send_event.push_request(id="message-1", args=(), kwargs=kwargs, retries=0, is_eager=False, called_directly=False)
+    try:
+        with pytest.raises(Reject) as rejected:
+            send_event.retry(exc=BufferUnavailable("Redis is down"), countdown=1)
+    finally:
+        send_event.pop_request()
+    assert rejected.value.requeue is False and isinstance(rejected.value.reason, TypeError)
+
+
 def test_send_event_delay_with_the_broker_down_raises_broker_unavailable(bento_env):
     """send_event.delay() that cannot reach the broker raises BrokerUnavailable (a BentoError and a
     ConnectionError, like track()'s BufferUnavailable) saying the event was not queued, not kombu's error."""
