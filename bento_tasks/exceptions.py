@@ -26,6 +26,10 @@ class InvalidEvent(BentoError, ValueError):
         detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
         super().__init__(f"{self.REASON}: {detail}")
 
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[dict[str, list[str]]]]:
+        # Celery pickles a task's exception (prefork pool, result backends, Reject): rebuild from the errors.
+        return (type(self), (self.errors,))
+
 
 class BufferUnavailable(BentoError, ConnectionError):
     """Redis could not be reached, so the event was not stored (and not silently dropped)."""

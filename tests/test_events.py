@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import pickle
 import uuid
 
 import pytest
@@ -149,3 +150,10 @@ def test_mask_email_hides_the_local_part():
     assert mask_email("jesse@example.com", Settings) == "j***@example.com"
     Settings.mask_emails = False
     assert mask_email("jesse@example.com", Settings) == "jesse@example.com"
+
+
+def test_invalid_event_survives_pickling():
+    """InvalidEvent crosses process boundaries as Celery pickles it (prefork pool, Reject, result backends)."""
+    error = InvalidEvent({"email": ["Not a valid email address."]})
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.errors, str(copy)) == (InvalidEvent, error.errors, str(error))
