@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from celery.exceptions import Reject
 from conftest import configure, queue_events
 
 from bento_tasks import BentoError, BrokerUnavailable, BufferUnavailable, InvalidEvent, conf, send_event, tasks, track
@@ -267,39 +268,37 @@ def test_track_with_redis_down_raises_buffer_unavailable(monkeypatch, bento_env)
         track("signup", "a@example.com")
 
 
-def test_a_send_event_retry_the_broker_cannot_take_puts_the_message_back(bento_env):
-    """When the event's push fails and its retry cannot be published either (buffer and broker on one Redis that
-    is down), the message is rejected with requeue, never acknowledged and dropped as Celery does by default."""
-    from celery import Celery, _state
-    from celery.exceptions import Reject
-
-    previous = _state.get_current_app()
-    app = Celery("broker-down", broker="redis://127.0.0.1:1/1", set_as_current=True)
-    kwargs = {"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"}
+def retry_rejected(kwargs: dict) -> Reject:
+    """What send_event.retry() raises, run as a worker runs it, for a message with these kwargs whose push failed."""
     send_event.push_request(id="message-1", args=(), kwargs=kwargs, retries=0, is_eager=False, called_directly=False)
     try:
         with pytest.raises(Reject) as rejected:
             send_event.retry(exc=BufferUnavailable("Redis is down"), countdown=1)
     finally:
         send_event.pop_request()
+    return rejected.value
+
+
+def test_a_send_event_retry_the_broker_cannot_take_puts_the_message_back(bento_env):
+    """When the event's push fails and its retry cannot be published either (buffer and broker on one Redis that
+    is down), the message is rejected with requeue, never acknowledged and dropped as Celery does by default."""
+    from celery import Celery, _state
+
+    previous = _state.get_current_app()
+    app = Celery("broker-down", broker="redis://127.0.0.1:1/1", set_as_current=True)
+    try:
+        rejected = retry_rejected({"type": "signup", "email": "a@example.com", "date": "2024-01-01T00:00:00+00:00"})
+    finally:
         previous.set_current()
         app.close()
-    assert rejected.value.requeue is True and isinstance(rejected.value.reason, BrokerUnavailable)
+    assert rejected.requeue is True and isinstance(rejected.reason, BrokerUnavailable)
 
 
 def test_a_send_event_retry_that_fails_for_another_reason_is_not_requeued(bento_env):
     """A retry that cannot be published for a reason other than the broker (here a message whose arguments no
     longer fit the task) is dropped as Celery does: requeued, it would fail again at once, in a loop."""
-    from celery.exceptions import Reject
-
-    kwargs = {"type": "signup", "email": "a@example.com", "unknown": 1}
-    send_event.push_request(id="message-1", args=(), kwargs=kwargs, retries=0, is_eager=False, called_directly=False)
-    try:
-        with pytest.raises(Reject) as rejected:
-            send_event.retry(exc=BufferUnavailable("Redis is down"), countdown=1)
-    finally:
-        send_event.pop_request()
-    assert rejected.value.requeue is False and isinstance(rejected.value.reason, TypeError)
+    rejected = retry_rejected({"type": "signup", "email": "a@example.com", "unknown": 1})
+    assert rejected.requeue is False and isinstance(rejected.reason, TypeError)
 
 
 def test_send_event_delay_with_the_broker_down_raises_broker_unavailable(bento_env):
