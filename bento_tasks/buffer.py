@@ -9,11 +9,12 @@ Layout, all under one ``{prefix}`` hash tag:
 - ``deferred``: sorted set of batch ids waiting out a backoff, pause or rate-limit wait, scored by
   when they may go; the flush dispatches them when due.
 - ``dead``: list of dead letters, each ``<JSON header>\\n<event as queued>``.
-- ``stats``: hash of counters (delivered, failed, batches, unanswered, worker_deaths) and
-  ``accepted_at``, when Bento last accepted a batch.
+- ``stats``: hash of counters (delivered, failed, batches, unanswered, worker_deaths),
+  ``accepted_at``, when Bento last accepted a batch, and ``silent``, attempts unanswered since then.
 - ``reports``: the last 1000 answers in which Bento said some events failed (JSON, newest first).
 - ``refusals``: the current run of single events Bento refused with the same answer.
 - ``limiter``, ``paused_until``: the shared rate limiter and delivery pause.
+- ``probe``: the token of the one attempt allowed to post while Bento answers no one (see scripts.BEGIN).
 - ``last_flush``: when the last flush finished (Redis clock, seconds), so ``status`` can tell a missing beat.
 - ``metrics``: hash of cumulative counters for operators (POSTs by status class, retries, splits,
   events dead-lettered, the POST duration histogram; see ``telemetry``).
@@ -44,7 +45,7 @@ from redis.retry import Retry
 from . import scripts, telemetry
 from .conf import Settings, get_settings
 from .exceptions import BufferUnavailable, InvalidFilter
-from .policy import Action, Health, Kind, Record, horizon
+from .policy import SILENT_OUTAGE, Action, Health, Kind, Record, horizon
 
 # Dead letters examined per REPLAY call: Redis runs each call in a few milliseconds (at most ~8,000: see REPLAY).
 REPLAY_WINDOW = 2000
@@ -216,10 +217,12 @@ def _record(size: int, fields: dict[str, str]) -> Record:
         isolated=int(fields.get("isolated", 0)),
         unanswered=int(fields.get("unanswered", 0)),
         deaths=int(fields.get("deaths", 0)),
+        cuts=int(fields.get("cuts", 0)),
         failed_at=number("failed_at"),
         first_failure=number("first_failure"),
         last_status=int(status) if status else None,
         last_detail=fields.get("last_detail", ""),
+        held=fields.get("held") == "1",
     )
 
 
@@ -228,8 +231,14 @@ def _fields(record: Record, inherited_only: bool = False) -> str:
     values = asdict(record)
     del values["size"]
     if inherited_only:  # a piece starts its own attempts, and its own evidence, from scratch
-        values = {k: values[k] for k in ("unanswered", "deaths", "first_failure")}
-    return json.dumps({k: f"{v:.6f}" if isinstance(v, float) else str(v) for k, v in values.items() if v is not None})
+        values = {k: values[k] for k in ("unanswered", "deaths", "cuts", "first_failure")}
+    return json.dumps({k: _field(v) for k, v in values.items() if v is not None})
+
+
+def _field(value: object) -> str:
+    if isinstance(value, bool):  # before int: a bool is one
+        return "1" if value else "0"
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _decode(pairs: Sequence[bytes]) -> dict[str, str]:
@@ -370,6 +379,7 @@ class Buffer:
         self.stats_key = f"{tag}:stats"
         self.limiter_key = f"{tag}:limiter"
         self.paused_key = f"{tag}:paused_until"
+        self.probe_key = f"{tag}:probe"
         self.reports_key = f"{tag}:reports"
         self.last_flush_key = f"{tag}:last_flush"
         self.metrics_key = f"{tag}:metrics"
@@ -390,6 +400,7 @@ class Buffer:
         self._split = register(scripts.SPLIT)
         self._bury = register(scripts.BURY)
         self._reject = register(scripts.REJECT)
+        self._end_probe = register(scripts.END_PROBE)
         self._release = register(scripts.RELEASE)
         self._resume = register(scripts.RESUME)
         self._replay = register(scripts.REPLAY)
@@ -509,6 +520,15 @@ class Buffer:
         dispatched, deferred = pipe.zcard(self.inflight_key).zcard(self.deferred_key).execute()
         return dispatched, deferred
 
+    def held_batches(self) -> int:
+        """How many claimed batches are held (``policy.decide_held``): they wait for an accepted batch, not for room."""
+        pipe = self.redis.pipeline(transaction=False)
+        dispatched, deferred = pipe.zrange(self.inflight_key, 0, -1).zrange(self.deferred_key, 0, -1).execute()
+        ids = [*dispatched, *deferred]
+        for batch_id in ids:
+            pipe.hget(self.meta_key(batch_id.decode()), "held")
+        return sum(1 for flag in pipe.execute() if flag == b"1") if ids else 0
+
     def mark_flushed(self) -> None:
         """Record that a flush ran, on Redis's clock (``status`` compares it with the same clock)."""
         self.redis.set(self.last_flush_key, repr(self.now()))
@@ -523,7 +543,9 @@ class Buffer:
         """Let the attempt ``token`` take the batch, or say why not (see scripts.BEGIN)."""
         s = self.settings
         keys = [*self._fenced(batch_id), self.deferred_key, self.limiter_key, self.paused_key]
-        reply = self._begin(keys=keys, args=[batch_id, token, s.lease_seconds, interval, max_sleep, horizon(s)])
+        keys += [self.stats_key, self.probe_key]
+        args: list[str | float] = [batch_id, token, s.lease_seconds, interval, max_sleep, horizon(s), SILENT_OUTAGE]
+        reply = self._begin(keys=keys, args=args)
         code = reply[0]
         if code == -1:
             return Begin("stale")
@@ -543,18 +565,22 @@ class Buffer:
         args: list[Any] = [batch_id, token, "0"]
         for event, reason in rejected:
             args += [event, dead_letter_header(reason)]
-        return int(self._reject(keys=[*self._fenced(batch_id), self.dead_key], args=args))
+        left = int(self._reject(keys=[*self._fenced(batch_id), self.dead_key], args=args))
+        if left == 0:  # nothing left to post: if this attempt was the probe, the next may probe
+            self._end_probe(keys=[self.probe_key], args=[token])
+        return left
 
     def health(self) -> Health:
-        """When Bento last accepted a batch, and the current run of identical refusals."""
+        """When Bento last accepted a batch, and the current runs of identical refusals and of unanswered attempts."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.time().hget(self.stats_key, "accepted_at").hmget(self.refusals_key, "answer", "count")
-        (seconds, micros), accepted_at, (answer, count) = pipe.execute()
+        pipe.time().hmget(self.stats_key, "accepted_at", "silent").hmget(self.refusals_key, "answer", "count")
+        (seconds, micros), (accepted_at, silent), (answer, count) = pipe.execute()
         return Health(
             now=seconds + micros / 1_000_000,
             accepted_at=float(accepted_at) if accepted_at else None,
             refusal=answer.decode("utf-8", "replace") if answer else None,
             refusals=int(count or 0),
+            silent=int(silent or 0),
         )
 
     def execute(
@@ -566,23 +592,29 @@ class Buffer:
         had taken the batch). ``report``: for ACK, Bento's answer (size, results, failed).
         """
         try:
-            return self._execute(batch_id, token, action, recovering, report)
+            done = self._execute(batch_id, token, action, recovering, report)
         except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError) as exc:
             # Safe to call again: a step that did run left the batch no longer owned by this token.
             raise BufferUnavailable(f"could not record the outcome in Redis: {exc}") from exc
+        if action.kind is not Kind.ACK and token:
+            try:
+                self._end_probe(keys=[self.probe_key], args=[token])
+            except redis.RedisError:
+                pass  # the outcome is recorded; the probe key lapses with the batch's lease
+        return done
 
     def _execute(
         self, batch_id: str, token: str, action: Action, recovering: bool, report: dict[str, int] | None
     ) -> Done:
         s = self.settings
         fence = [batch_id, token, "1" if recovering else "0"]
-        counts = json.dumps(
-            {k: v for k, v in (("unanswered", action.unanswered), ("worker_deaths", action.deaths)) if v}
-        )
+        # `silent` counts the run of unanswered attempts, which ACK ends.
+        counted = (("unanswered", action.unanswered), ("silent", action.unanswered), ("worker_deaths", action.deaths))
+        counts = json.dumps({k: v for k, v in counted if v})
         if action.kind is Kind.ACK:
             answer = report or {"batch_size": 0, "results": 0, "failed": 0}
             note = json.dumps({"time": _utc_now(), **answer})
-            keys = [*self._fenced(batch_id), self.stats_key, self.reports_key, self.refusals_key]
+            keys = [*self._fenced(batch_id), self.stats_key, self.reports_key, self.refusals_key, self.probe_key]
             owned = self._ack(keys=keys, args=[*fence, answer["results"], answer["failed"], note])
             return Done(bool(owned))
         if action.kind is Kind.RETRY:
@@ -641,8 +673,10 @@ class Buffer:
         batch_ids = [*dispatched, *deferred]
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in batch_ids:
-            pipe.llen(self.batch_key(batch_id.decode()))
-        in_flight = sum(pipe.execute()) if batch_ids else 0
+            pipe.llen(self.batch_key(batch_id.decode())).hget(self.meta_key(batch_id.decode()), "held")
+        replies = pipe.execute() if batch_ids else []
+        in_flight = sum(replies[0::2])
+        held = sum(1 for flag in replies[1::2] if flag == b"1")
         paused_until = float(paused) if paused and float(paused) > now else None
         return {
             "queued": queued,
@@ -650,6 +684,7 @@ class Buffer:
             "dead": dead,
             "batches_in_flight": len(batch_ids),
             "batches_deferred": len(deferred),
+            "batches_held": held,
             "delivered": int(stats.get(b"delivered", 0)),
             "failed": int(stats.get(b"failed", 0)),
             "batches_delivered": int(stats.get(b"batches", 0)),

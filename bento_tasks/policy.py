@@ -20,9 +20,15 @@ The rules, in words:
 - Copies are bounded: an attempt that may have reached Bento without an answer (unanswered) or
   whose worker died counts toward BENTO_MAX_UNANSWERED / BENTO_MAX_WORKER_DEATHS; pieces inherit
   both. At a limit the batch is no longer re-sent whole: a worker death cuts it into pieces (then
-  singles, then the dead letters), an unanswered attempt does the same only while Bento accepts
-  other batches, else dead-letters it. Cutting into pieces of ceil(sqrt(BENTO_BATCH_SIZE)) and then
-  single events, not halves, means at most two re-sends along the way (ten for halving 1000).
+  singles, then the dead letters), an unanswered attempt does the same while Bento accepts other
+  batches. Cutting into pieces of ceil(sqrt(BENTO_BATCH_SIZE)) and then single events, not halves,
+  means at most two re-sends along the way (ten for halving 1000).
+- An outage of hangs (``SILENT_OUTAGE`` attempts in a row unanswered, nothing accepted) is an outage,
+  not a bad batch: every worker pauses, then one attempt at a time probes Bento (BEGIN's probe).
+  A batch at BENTO_MAX_UNANSWERED with nothing accepted is *held*: kept whole and never sent whole
+  again. ``decide_held`` runs instead of its POST when it comes due: once Bento has accepted another
+  batch it is cut into pieces (the same two cuts), and only after ``outage_window`` (the time
+  BENTO_MAX_RETRIES retries take at least, 84 minutes with the defaults) is it dead-lettered.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from .conf import Settings
 #: Different single events refused with the same status and answer, nothing accepted in between,
 #: after which the next refusal pauses delivery instead of dead-lettering.
 SAME_REFUSALS = 3
+#: Attempts in a row that got no answer, nothing accepted in between, after which Bento is taken to be
+#: down rather than the batches bad: delivery pauses, then one attempt at a time probes it.
+SILENT_OUTAGE = 3
 #: The longest wait ever held as a Celery countdown; longer ones wait in Redis (see ``horizon``).
 MAX_COUNTDOWN = 300.0
 
@@ -66,6 +75,8 @@ class Record:
     first_failure: float | None = None  # the first failure of these events; pieces inherit it
     last_status: int | None = None
     last_detail: str = ""
+    held: bool = False  # sent BENTO_MAX_UNANSWERED times while Bento answered no one: never sent whole again
+    cuts: int = 0  # times these events were cut at a copy limit (each cut is one more send); pieces inherit it
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class Health:
     accepted_at: float | None = None  # when Bento last accepted any batch
     refusal: str | None = None  # the answer of the current run of refused single events...
     refusals: int = 0  # ...and how many different events got it, with nothing accepted since
+    silent: int = 0  # attempts that got no answer since Bento last accepted a batch
 
 
 class Kind(enum.Enum):
@@ -120,23 +132,34 @@ def decide(
     if verdict is Verdict.REFUSED:
         return _refused(outcome, record, health, settings)
     failed = _failed(outcome, record, health)
-    evidence = failed.isolated > 0
     if verdict is Verdict.UNANSWERED:
         failed = replace(failed, unanswered=failed.unanswered + 1)
-        if _at_copy_limit(failed, settings):
-            if evidence and record.size > 1:
-                reason = f"no answer {failed.unanswered} times while Bento accepted other batches"
-                return _isolate(failed, settings, reason, unanswered=1)
-            reason = (
-                f"{UNANSWERED}: Bento did not answer {failed.unanswered} times (it may have recorded these events "
-                f"that many times): {outcome.detail}"
-            )
-            return Action(Kind.BURY, failed, reason=reason, unanswered=1)
-        if failed.attempts > settings.max_retries:
-            return _exhausted(failed, outcome, unanswered=1)
         # Bento may have these events already: wait long before sending them again.
         wait = max(backoff_delay(settings, failed.attempts - 1, rng=rng), backoff_delay(settings, 64, rng=rng))
-        return Action(Kind.RETRY, failed, delay=wait, reason=outcome.detail, unanswered=1)
+        silent = health.silent + 1
+        # Bento answers no one: hold every worker, after which one attempt at a time probes it (BEGIN).
+        pause = wait if silent >= SILENT_OUTAGE else 0.0
+        reason = outcome.detail
+        if silent >= SILENT_OUTAGE:
+            reason = f"{silent} attempts in a row got no answer, nothing accepted: Bento looks down ({reason})"
+        if _at_copy_limit(failed, settings):
+            # Only an acceptance since this batch's previous send tells a batch Bento chokes on from an outage
+            # that began after a neighbour's last accepted batch.
+            fresh = health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created)
+            if fresh and record.size > 1:
+                reason = f"no answer {failed.unanswered} times while Bento accepted other batches"
+                return _isolate(failed, settings, reason, unanswered=1)
+            if fresh or not _may_hold(failed, health.now, settings):
+                return Action(Kind.BURY, failed, reason=_unanswered_reason(failed, outcome.detail), unanswered=1)
+            held = replace(failed, held=True)
+            reason = (
+                f"no answer {failed.unanswered} times, nothing accepted meanwhile: held, not sent whole again, until "
+                f"Bento accepts another batch ({reason})"
+            )
+            return Action(Kind.RETRY, held, delay=wait, pause=pause, reason=reason, unanswered=1)
+        if failed.attempts > settings.max_retries:
+            return _exhausted(failed, outcome, unanswered=1)
+        return Action(Kind.RETRY, failed, delay=wait, pause=pause, reason=reason, unanswered=1)
     if failed.isolated >= settings.isolate_after:
         if record.size > 1:
             reason = f"failed {failed.isolated} times while Bento accepted other batches"
@@ -177,6 +200,31 @@ def after_death(record: Record, now: float, settings: Settings) -> Action:
     if dead.attempts > settings.max_retries:
         return Action(Kind.BURY, dead, reason=f"{EXHAUSTED}: {detail}", deaths=1)
     return Action(Kind.RETRY, dead, reason=detail, deaths=1)
+
+
+def decide_held(record: Record, health: Health, settings: Settings, rng: random.Random | None = None) -> Action:
+    """What to do with a held batch that comes due, instead of posting it.
+
+    Bento accepted a batch since this one was last sent: it answers again, so the batch is cut into
+    pieces (a single event goes once more on its own). Else it waits on, until ``outage_window``
+    after its first failure (as a batch failing with 5xx answers retries for that long): then it is
+    dead-lettered.
+    """
+    if health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created):
+        reason = f"held after {record.unanswered} unanswered attempts; Bento accepts batches again"
+        return _isolate(replace(record, held=False), settings, reason)
+    if not _may_hold(record, health.now, settings):
+        return Action(Kind.BURY, record, reason=_unanswered_reason(record, record.last_detail))
+    wait = backoff_delay(settings, 64, rng=rng)
+    return Action(Kind.RETRY, record, delay=wait, reason="held until Bento accepts another batch")
+
+
+def outage_window(settings: Settings) -> float:
+    """Seconds BENTO_MAX_RETRIES retries take at the least (every jitter shortest): 84 minutes with the defaults.
+
+    An outage this long dead-letters nothing, whether Bento fails, refuses connections or never answers.
+    """
+    return sum(_backoff_step(settings, attempt) / 2 for attempt in range(settings.max_retries))
 
 
 def pieces_for_isolation(size: int, settings: Settings) -> int:
@@ -220,9 +268,24 @@ def _at_copy_limit(record: Record, settings: Settings) -> bool:
     return record.unanswered >= settings.max_unanswered or record.deaths >= settings.max_worker_deaths
 
 
+def _may_hold(record: Record, now: float, settings: Settings) -> bool:
+    """A batch at its copy limit may wait for Bento to come back: within the outage window, and only if its
+    events were cut fewer than two times (its release is a cut: two cuts, two sends more, is the copy bound)."""
+    first = record.first_failure if record.first_failure is not None else now
+    return record.cuts < 2 and now - first < outage_window(settings)
+
+
+def _unanswered_reason(record: Record, detail: str) -> str:
+    return (
+        f"{UNANSWERED}: Bento did not answer {record.unanswered} times (it may have recorded these events that "
+        f"many times): {detail}"
+    )
+
+
 def _isolate(record: Record, settings: Settings, why: str, unanswered: int = 0, deaths: int = 0) -> Action:
     piece = pieces_for_isolation(record.size, settings)
-    return Action(Kind.SPLIT, record, piece=piece, reason=why, unanswered=unanswered, deaths=deaths)
+    cut = replace(record, cuts=record.cuts + 1)
+    return Action(Kind.SPLIT, cut, piece=piece, reason=why, unanswered=unanswered, deaths=deaths)
 
 
 def _exhausted(record: Record, outcome: Outcome, unanswered: int = 0) -> Action:
@@ -242,11 +305,16 @@ def backoff_delay(
     The step doubles from BENTO_RETRY_BACKOFF up to BENTO_RETRY_BACKOFF_MAX; jitter spreads
     workers between half the step and the full step, and never undercuts Bento's Retry-After.
     """
-    step: float = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** min(attempt, 32)))  # int ** int: Any
+    step = _backoff_step(settings, attempt)
     delay = step / 2 + (rng or random).random() * step / 2
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def _backoff_step(settings: Settings, attempt: int) -> float:
+    step: float = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** min(attempt, 32)))  # int ** int: Any
+    return step
 
 
 def horizon(settings: Settings) -> float:

@@ -48,6 +48,11 @@ def families(status: dict[str, Any], counters: dict[str, float], now: float) -> 
         gauge("queued_events", "Events waiting in the Redis queue.", status["queued"]),
         gauge("in_flight_events", "Events in batches claimed and not yet delivered.", status["in_flight"]),
         gauge("in_flight_batches", "Batches claimed and not yet delivered.", status.get("batches_in_flight", 0)),
+        gauge(
+            "held_batches",
+            "Batches held whole after BENTO_MAX_UNANSWERED unanswered attempts while Bento answered no one.",
+            status.get("batches_held", 0),
+        ),
         gauge("dead_letter_events", "Events in the dead-letter list.", status["dead"]),
         gauge("paused", "1 while delivery is paused (429 or a configuration fault), else 0.", int(pause_left > 0)),
         gauge("pause_remaining_seconds", "Seconds until a delivery pause ends (0: not paused).", pause_left),

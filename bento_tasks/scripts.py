@@ -104,16 +104,21 @@ return n
 """
 )
 
-# BEGIN: an attempt takes a dispatched batch: nobody else may own it; honour a pause; take a rate-limit
-# slot (GCRA with no burst: one POST every ARGV[4] seconds across all workers); extend the lease.
+# BEGIN: an attempt takes a dispatched batch: nobody else may own it; honour a pause; while Bento answers
+# no one, be the only attempt posting (the probe); take a rate-limit slot (GCRA with no burst: one POST
+# every ARGV[4] seconds across all workers); extend the lease. A held batch (field `held` '1') is only
+# looked at, never posted (policy.decide_held): it takes the batch and nothing else.
 # KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] deferred zset,
-# KEYS[5] limiter key (theoretical arrival time), KEYS[6] paused-until key
+# KEYS[5] limiter key (theoretical arrival time), KEYS[6] paused-until key, KEYS[7] stats hash (field
+# `silent`: attempts unanswered since Bento last accepted a batch), KEYS[8] probe key (the probing token)
 # ARGV[1] batch id, ARGV[2] the attempt's token, ARGV[3] lease seconds, ARGV[4] seconds between POSTs
-# (0: no limit), ARGV[5] longest wait the caller will sleep, ARGV[6] longest wait held as a countdown
+# (0: no limit), ARGV[5] longest wait the caller will sleep, ARGV[6] longest wait held as a countdown,
+# ARGV[7] unanswered attempts in a row from which only one attempt at a time may post
 # Returns {-1} if the batch is not dispatched (delivered, deferred, cut into pieces): do nothing;
 # {-2, lease seconds left} if another attempt owns it: do nothing;
 # {0, wait} to be re-dispatched with that countdown (the lease now covers it);
-# {2, wait} when it was moved to the deferred set for that long (a pause, a far rate-limit slot);
+# {2, wait} when it was moved to the deferred set for that long (a pause, a probe running, a far
+# rate-limit slot);
 # {1, wait, events, record} when the token owns it: sleep `wait` seconds and POST.
 BEGIN = (
     _NOW
@@ -123,8 +128,14 @@ if not lease then return {-1} end
 if redis.call('HEXISTS', KEYS[3], 'owner') == 1 then return {-2, tostring(tonumber(lease) - now)} end
 local wait, reserve = 0, false
 local paused = tonumber(redis.call('GET', KEYS[6]) or '0')
-if paused > now then
+local probing = tonumber(redis.call('HGET', KEYS[7], 'silent') or '0') >= tonumber(ARGV[7])
+local probe_left = probing and redis.call('PTTL', KEYS[8]) or -2
+if redis.call('HGET', KEYS[3], 'held') == '1' then
+  reserve = true
+elseif paused > now then
   wait = paused - now
+elseif probe_left > 0 then
+  wait = probe_left / 1000
 else
   local interval = tonumber(ARGV[4])
   if interval > 0 then
@@ -137,6 +148,9 @@ else
     end
   else
     reserve = true
+  end
+  if reserve and probing then
+    redis.call('SET', KEYS[8], ARGV[2], 'PX', math.ceil((wait + tonumber(ARGV[3])) * 1000))
   end
 end
 if reserve then
@@ -154,9 +168,10 @@ return {2, tostring(wait)}
 """
 )
 
-# ACK: Bento accepted the batch: forget it and count it, if the caller's attempt still owns it.
+# ACK: Bento accepted the batch: forget it and count it, if the caller's attempt still owns it. It also ends
+# the runs of identical refusals and of unanswered attempts, and with them any probe.
 # KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] stats hash,
-# KEYS[5] failure reports list, KEYS[6] refusals hash (the run of identical refusals it ends)
+# KEYS[5] failure reports list, KEYS[6] refusals hash, KEYS[7] probe key
 # ARGV[1] batch id, ARGV[2] token, ARGV[3] '0', ARGV[4] events Bento recorded, ARGV[5] events Bento
 # reported failed, ARGV[6] report (JSON) kept, newest first, when ARGV[5] > 0: Bento does not say which
 # Returns 1 if acknowledged, 0 if the attempt no longer owned the batch (nothing counted).
@@ -165,7 +180,8 @@ ACK = (
     + """
 if not owned() then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[6])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[6], KEYS[7])
+redis.call('HDEL', KEYS[4], 'silent')
 redis.call('HINCRBY', KEYS[4], 'delivered', ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'failed', ARGV[5])
 redis.call('HINCRBY', KEYS[4], 'batches', 1)
@@ -277,6 +293,15 @@ count(KEYS[6], ARGV[6])
 return #items
 """
 )
+
+# END_PROBE: an attempt that probed Bento (see BEGIN) is over without an acceptance: the next may probe.
+# KEYS[1] probe key
+# ARGV[1] the attempt's token
+# Returns 1 if this attempt was the probe, else 0.
+END_PROBE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 # REJECT: take events the post task found invalid out of its batch into the dead letters.
 # KEYS[1] in-flight zset, KEYS[2] batch list, KEYS[3] meta hash, KEYS[4] dead-letter list

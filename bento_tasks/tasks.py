@@ -30,7 +30,7 @@ from .client import Verdict, post_events
 from .conf import get_settings
 from .events import build_event, encode_event, mask_email, split_valid
 from .exceptions import BrokerUnavailable, BufferUnavailable, ConfigurationError, InvalidEvent
-from .policy import Action, Health, Kind, after_death, decide, dispatch_room, rate_interval
+from .policy import Action, Health, Kind, Record, after_death, decide, decide_held, dispatch_room, rate_interval
 from .telemetry import PostSample
 
 if TYPE_CHECKING:
@@ -181,7 +181,8 @@ def flush_events() -> dict[str, int]:
         counts["released"] += 1
     # Deferred batches still hold room (an outage must not claim the whole backlog), but only batches
     # dispatched hold back a partial one (one failing batch must not stall a quiet site's events).
-    room = dispatch_room(settings, dispatched + deferred)
+    # Held batches hold none: they wait for another batch to be accepted, which needs room to be sent.
+    room = dispatch_room(settings, dispatched + deferred - buffer.held_batches())
     busy = dispatched + counts["released"]
     # A tick never runs past the next one, however deep the backlog.
     deadline = time.monotonic() + settings.flush_interval
@@ -204,9 +205,10 @@ def flush_events() -> dict[str, int]:
 def _recover(buffer: Buffer, expired: Expired) -> int:
     """Re-dispatch a batch whose lease ran out; a death of its owner counts toward isolating it."""
     settings = get_settings()
-    if expired.owner:
+    if expired.owner and not expired.record.held:
         action = after_death(expired.record, buffer.now(), settings)
-    else:  # the message was lost (a flush or worker died before it ran): just send another
+    else:  # the message was lost (a flush or worker died before it ran), or a look at a held batch, which
+        # posts nothing, was cut short: just send another
         action = Action(Kind.RETRY, expired.record)
     done = buffer.execute(expired.batch_id, expired.owner, action, recovering=True)
     if not done.owned:
@@ -264,6 +266,8 @@ def post_batch(batch_id: str) -> str:
         logger.debug("bento_tasks: batch %s waits %.1fs (paused or rate limited)", batch_id, begin.wait)
         return "deferred"
     assert begin.record is not None
+    if begin.record.held:
+        return _look_at_held(buffer, batch_id, token, begin.record, lease_ends)
     events, rejected = split_valid(begin.events, settings.max_event_bytes)
     if rejected:
         buffer.reject(batch_id, token, rejected)
@@ -313,6 +317,22 @@ def post_batch(batch_id: str) -> str:
         PostSample(outcome.status, len(events), accepted, outcome.failed, seconds, action.kind.value, done.buried)
     )
     return outcome.verdict.value
+
+
+def _look_at_held(buffer: Buffer, batch_id: str, token: str, record: Record, lease_ends: float) -> str:
+    """A held batch came due: cut it if Bento accepts batches again, dead-letter it after the outage window, else
+    hold it on. It is never posted whole."""
+    action = decide_held(record, buffer.health(), get_settings())
+    done = _finish(buffer, batch_id, token, action, {}, lease_ends)
+    if action.kind is Kind.RETRY:
+        logger.info("bento_tasks: batch=%s held (%d events): looked at in %.0fs", batch_id, record.size, done.wait)
+    else:
+        _log_decision(batch_id, f"held ({record.size} events)", action, done)
+    if done.buried:
+        buffer.record_dead_lettered(done.buried)
+    for piece, wait in done.dispatch:
+        _dispatch(piece, wait)
+    return "held"
 
 
 def _finish(

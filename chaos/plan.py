@@ -9,7 +9,8 @@ a fault the README says is fatal:
 
 - Lost answers (hang-ups, trickles cut at the deadline) come at most two at a time and ``LOST_SPACING``
   apart: a batch would need ``BENTO_MAX_UNANSWERED`` (3) lost answers with nothing else accepted meanwhile
-  to be dead-lettered as ``unanswered``, which the README documents for an outage of hangs.
+  to be held, and a held batch that is the last one when the campaign heals waits for an acceptance that
+  never comes, then is dead-lettered as ``unanswered`` (the README's quiet site in an outage of hangs).
 - Redis stays down at most ``MAX_REDIS_DOWN`` seconds, below the lease margin, so every attempt can record
   its outcome before its lease ends (a longer outage makes a lease run out under a live worker, which the
   README counts as a worker death).

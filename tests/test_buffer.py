@@ -173,6 +173,44 @@ def test_a_pause_holds_every_post_and_says_who_started_it(buffer):
     assert buffer.status()["paused_until"] is not None and buffer.status()["batches_deferred"] == 2
 
 
+def test_a_held_batch_is_taken_through_a_pause_and_a_probe_and_counted_in_status(buffer):
+    """BEGIN gives a held batch to its attempt at once, whatever the pause, probe or rate limit: it is only looked
+    at; status counts held batches."""
+    batch_id, token, _, begin = take(buffer, 3)
+    buffer.execute(batch_id, token, Action(Kind.RETRY, replace(begin.record, held=True), delay=0.1))
+    buffer.redis.set(buffer.paused_key, str(buffer.now() + 60))
+    buffer.redis.hset(buffer.stats_key, "silent", 5)
+    buffer.redis.set(buffer.probe_key, "someone else", px=60_000)
+    again = buffer.begin(batch_id, new_token(), interval=10, max_sleep=1)
+    assert again.state == "go" and again.wait == 0 and again.record.held and len(again.events) == 3
+    assert buffer.status()["batches_held"] == 1
+    *_, other = take(buffer, 1, start=10)
+    assert other.state == "deferred"  # an ordinary batch still waits out the pause
+
+
+def test_while_bento_answers_no_one_one_attempt_at_a_time_posts(buffer):
+    """From SILENT_OUTAGE unanswered attempts on (nothing accepted), BEGIN lets one attempt post, the probe; the others
+    wait for its lease; its end without an acceptance lets the next one probe; an ACK ends the run."""
+    from bento_tasks.policy import SILENT_OUTAGE
+
+    first_id, first, _, first_begin = take(buffer, 1)
+    for _ in range(SILENT_OUTAGE):  # three unanswered attempts: the run that starts probing
+        buffer.execute(first_id, first, Action(Kind.RETRY, first_begin.record, delay=0.1, unanswered=1))
+        first = new_token()
+        assert buffer.begin(first_id, first, 0, 1).state == "go"  # the last of these is the probe
+    assert buffer.health().silent == SILENT_OUTAGE and buffer.redis.get(buffer.probe_key) == first.encode()
+    *_, second_begin = take(buffer, 1, start=1)
+    assert second_begin.state == "deferred" and second_begin.wait > buffer.settings.lease_seconds - 2
+    buffer.execute(first_id, first, Action(Kind.RETRY, first_begin.record, delay=60, unanswered=1))
+    assert buffer.redis.get(buffer.probe_key) is None and buffer.health().silent == SILENT_OUTAGE + 1
+    third_id, third, _, third_begin = take(buffer, 1, start=2)
+    assert third_begin.state == "go" and buffer.redis.get(buffer.probe_key) == third.encode()
+    assert buffer.execute(third_id, third, Action(Kind.ACK, third_begin.record), report=_report(1)).owned
+    assert buffer.health().silent == 0 and buffer.redis.get(buffer.probe_key) is None
+    *_, fourth = take(buffer, 1, start=3)
+    assert fourth.state == "go" and buffer.redis.get(buffer.probe_key) is None  # no run: no probe taken
+
+
 def test_resume_ends_the_pause_and_makes_waiting_batches_due(buffer):
     """resume clears the pause (not the run of identical refusals); the next release dispatches every deferred
     batch at once."""
@@ -221,15 +259,20 @@ def test_expired_leases_are_reported_with_their_owner(buffer):
 
 
 def test_split_cuts_into_pieces_that_inherit_the_copy_counters(buffer):
-    """SPLIT replaces a batch with leased pieces holding every event once; pieces keep unanswered and deaths."""
+    """SPLIT replaces a batch with leased pieces holding every event once; pieces keep unanswered, deaths and cuts,
+    and are never held."""
     batch_id, token, items, begin = take(buffer, 5)
-    record = replace(begin.record, attempts=7, isolated=3, unanswered=2, deaths=1, first_failure=123.0)
+    record = replace(begin.record, attempts=7, isolated=3, unanswered=2, deaths=1, cuts=1, first_failure=123.0)
+    buffer.execute(batch_id, token, Action(Kind.RETRY, replace(record, held=True), delay=0.1))
+    token = new_token()
+    assert buffer.begin(batch_id, token, 0, 1).record.held
     done = buffer.execute(batch_id, token, Action(Kind.SPLIT, record, piece=2, deaths=1))
     pieces = [piece for piece, _ in done.dispatch]
     assert [buffer.redis.lrange(buffer.batch_key(p), 0, -1) for p in pieces] == [items[:2], items[2:4], items[4:]]
     assert buffer.batch_counts() == (3, 0) and buffer.begin(batch_id, new_token(), 0, 1).state == "stale"
     piece = buffer.begin(pieces[0], new_token(), 0, 1).record
-    assert (piece.attempts, piece.isolated, piece.unanswered, piece.deaths) == (0, 0, 2, 1)
+    assert (piece.attempts, piece.isolated, piece.unanswered, piece.deaths, piece.cuts) == (0, 0, 2, 1, 1)
+    assert not piece.held
     assert piece.first_failure == 123.0 and piece.created >= record.created
     assert buffer.status()["worker_deaths"] == 1
 

@@ -33,7 +33,7 @@ from bento_tasks.buffer import DeadLetter, DeadLetterFilter, get_buffer, new_tok
 from bento_tasks.client import Outcome, Verdict
 from bento_tasks.conf import Settings
 from bento_tasks.events import build_event, split_valid
-from bento_tasks.policy import Action, Health, Kind, Record, after_death, decide
+from bento_tasks.policy import Action, Health, Kind, Record, after_death, decide, decide_held
 from bento_tasks.telemetry import PostSample
 
 pytestmark = pytest.mark.django_db
@@ -225,6 +225,7 @@ def reasons_the_code_writes() -> set[str]:
     ]
     actions = [decide(o, r, h, settings) for o, r, h in itertools.product(outcomes, records, healths)]
     actions += [after_death(record, now, settings) for record in records]
+    actions += [decide_held(replace(r, held=True), h, settings) for r, h in itertools.product(records, healths)]
     written = {action.reason for action in actions if action.kind is Kind.BURY}
     _, rejected = split_valid([b"x" * 100, b"\xff not json", b'{"type": "t", "email": "not-an-email"}'], 50)
     written |= {reason for _, reason in rejected}

@@ -260,16 +260,22 @@ def test_row_2a_an_answer_trickling_past_the_lease_is_cut_at_the_deadline(short_
 
 def test_row_2b_a_bento_slow_on_every_answer_gets_a_bounded_number_of_copies(short_lease, buffer, fake, start_worker):
     """Every answer trickles for 8 s: each POST is cut at its deadline and retried after a wait, not superseded in a
-    loop; after BENTO_MAX_UNANSWERED (3) unanswered POSTs the batch is dead-lettered as 'unanswered'."""
-    queue(500)
+    loop; after BENTO_MAX_UNANSWERED (3) unanswered POSTs the batch is held whole, not dead-lettered; once Bento
+    answers again and accepts another batch, the held one is cut into pieces and delivered."""
+    emails = queue(500)
     fake.trickle(8)
     start_worker()
-    wait_until(lambda: buffer.status()["dead"] == 500, 40, message="the batch to be dead-lettered")
+    wait_until(lambda: buffer.status()["batches_held"] == 1, 40, message="the batch to be held")
     status = buffer.status()
-    print(f"\nrow 2b: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {status['dead']} dead")
+    print(f"\nrow 2b: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {status['dead']} dead, held")
     assert len(fake.requests) == 3 and len(fake.events) == 1500
-    assert (status["delivered"], status["unanswered"], status["worker_deaths"], status["in_flight"]) == (0, 3, 0, 0)
-    assert all(letter.reason.startswith("unanswered") for letter in buffer.dead_letters())
+    assert (status["delivered"], status["unanswered"], status["worker_deaths"], status["dead"]) == (0, 3, 0, 0)
+    fake.heal()
+    later = queue(10, prefix="later")
+    wait_until(lambda: drained(buffer), 40, message="the held batch to be cut and delivered")
+    copies = delivered(fake)
+    assert {copies[email] for email in emails} == {4} and {copies[email] for email in later} == {1}
+    assert buffer.status()["dead"] == 0
 
 
 POISON = "user37@example.com"

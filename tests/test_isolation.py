@@ -9,15 +9,20 @@ tests/test_redis_faults.py.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 from conftest import configure, queue_events
 
 from bento_tasks import tasks
+from bento_tasks.buffer import new_token
+from bento_tasks.conf import get_settings
+from bento_tasks.policy import Action, Kind, outage_window
 
 POISON = "user537@example.com"
 
@@ -33,6 +38,13 @@ def drive(dispatches, until, timeout: float = 30.0, between=None) -> None:
             between()
         tasks.flush_events.run()
         time.sleep(0.05)
+
+
+def held_batch_id(buffer) -> str:
+    """The one claimed batch, wherever it waits (dispatched or deferred)."""
+    keys = (buffer.inflight_key, buffer.deferred_key)
+    [batch_id] = [b.decode() for key in keys for b in buffer.redis.zrange(key, 0, -1)]
+    return batch_id
 
 
 def test_the_same_message_run_twice_at_once_posts_the_batch_once(buffer, dispatches, fake):
@@ -94,16 +106,74 @@ def test_an_outage_splits_and_dead_letters_nothing(monkeypatch, buffer, dispatch
 
 
 def test_bento_recording_every_batch_and_hanging_up_makes_a_bounded_number_of_copies(buffer, dispatches, fake):
-    """Row 5: Bento records each batch, then closes the connection without answering, every time: the batch is
-    sent BENTO_MAX_UNANSWERED (3) times, then dead-lettered as 'unanswered', with the count in status."""
+    """Row 5: Bento records each batch, then closes the connection without answering, every time: the batch is sent
+    BENTO_MAX_UNANSWERED (3) times, then held whole, not dead-lettered; once Bento accepts another batch the held one
+    is cut into pieces of 32 and delivered: 4 copies of each event, within the README's bound of 5."""
     fake.hang_up(None)
     queue_events(500)
-    drive(dispatches, lambda: buffer.status()["dead"] == 500)
-    print(f"\nrow 5: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {buffer.status()['dead']} dead")
-    assert len(fake.requests) == 3 and len(fake.events) == 1500  # 3 copies, the README's bound without evidence
+    emails = {f"user{i}@example.com" for i in range(500)}
+    drive(dispatches, lambda: buffer.status()["batches_held"] == 1)
     status = buffer.status()
-    assert (status["unanswered"], status["delivered"], status["in_flight"], status["worker_deaths"]) == (3, 0, 0, 0)
-    assert {letter.reason.split(":")[0] for letter in buffer.dead_letters()} == {"unanswered"}
+    print(f"\nrow 5: {len(fake.requests)} POSTs, {len(fake.events) - 500} duplicates, {status['dead']} dead, held")
+    assert len(fake.requests) == 3 and len(fake.events) == 1500  # 3 copies, the README's bound without evidence
+    assert (status["unanswered"], status["delivered"], status["dead"], status["in_flight"]) == (3, 0, 0, 500)
+    fake.heal()
+    queue_events(10, start=1000)  # the site sends on: that batch shows Bento answers again
+    later = {f"user{i}@example.com" for i in range(1000, 1010)}
+    drive(dispatches, lambda: buffer.status()["delivered"] == 510)
+    copies = Counter(event["email"] for event in fake.events)
+    assert {copies[email] for email in emails} == {4} and {copies[email] for email in later} == {1}
+    assert len(fake.requests) == 3 + 1 + 16 and buffer.status()["dead"] == 0
+
+
+def test_a_held_batch_is_dead_lettered_once_the_outage_window_is_over(monkeypatch, buffer, dispatches, fake):
+    """Bento never answers again and nothing else is accepted: the held batch is dead-lettered as 'unanswered' only
+    once the outage window (the shortest span of BENTO_MAX_RETRIES retries) has passed since its first failure."""
+    configure(monkeypatch, BENTO_MAX_RETRIES="10")  # a 4.2 s window (BENTO_RETRY_BACKOFF 0.2 s, cap 1 s)
+    window = outage_window(get_settings())
+    fake.hang_up(None)
+    queue_events(100)
+    drive(dispatches, lambda: buffer.status()["batches_held"] == 1)
+    batch_id = held_batch_id(buffer)
+    first_failure = float(buffer.redis.hget(buffer.meta_key(batch_id), "first_failure"))
+    assert buffer.status()["dead"] == 0
+    drive(dispatches, lambda: buffer.status()["dead"] == 100)
+    letters = buffer.dead_letters()
+    buried_at = dt.datetime.fromisoformat(letters[0].time).timestamp() + 1  # the letter's time is cut to the second
+    assert buried_at - first_failure >= window and len(fake.requests) == 3
+    assert {letter.reason.split(":")[0] for letter in letters} == {"unanswered"}
+    assert buffer.status()["batches_held"] == 0
+
+
+def test_a_look_at_a_held_batch_cut_short_counts_no_worker_death(buffer, dispatches, fake):
+    """A held batch's attempt posts nothing, so its lease running out is no death: the batch stays held, whole."""
+    fake.hang_up(None)
+    queue_events(100)
+    drive(dispatches, lambda: buffer.status()["batches_held"] == 1)
+    batch_id = held_batch_id(buffer)
+    buffer.redis.zrem(buffer.deferred_key, batch_id)
+    buffer.redis.zadd(buffer.inflight_key, {batch_id: buffer.now()})  # due now
+    assert buffer.begin(batch_id, new_token(), 0, 1).record.held  # its worker dies here, before deciding
+    buffer.redis.zadd(buffer.inflight_key, {batch_id: 1})  # the lease ran out long ago
+    tasks.flush_events.run()
+    status = buffer.status()
+    assert (status["worker_deaths"], status["batches_held"], status["dead"], len(fake.requests)) == (0, 1, 0, 3)
+    assert buffer.redis.hget(buffer.meta_key(batch_id), "deaths") in (None, b"0")
+
+
+def test_held_batches_leave_room_for_new_ones(monkeypatch, buffer, dispatches, fake):
+    """Under a rate limit the flush keeps about two ticks of batches in flight; held ones do not count, or a hang
+    outage could fill the room with held batches and nothing would ever be sent to show Bento is back."""
+    configure(monkeypatch, BENTO_RATE_LIMIT="60", BENTO_BATCH_SIZE="10")  # room: 2 batches (one POST a tick)
+    for start in (0, 10):
+        queue_events(10, start=start)
+        batch_id, _ = buffer.claim()
+        token = new_token()
+        record = buffer.begin(batch_id, token, 0, 1).record
+        buffer.execute(batch_id, token, Action(Kind.RETRY, replace(record, unanswered=3, held=True), delay=600))
+    assert buffer.status()["batches_held"] == 2
+    queue_events(10, start=20)
+    assert tasks.flush_events.run()["dispatched"] == 1
 
 
 def test_the_same_refusal_for_several_single_events_pauses_instead(monkeypatch, buffer, dispatches, fake, caplog):

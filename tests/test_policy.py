@@ -12,6 +12,7 @@ from bento_tasks.client import Outcome, Verdict
 from bento_tasks.conf import Settings
 from bento_tasks.policy import (
     SAME_REFUSALS,
+    SILENT_OUTAGE,
     Health,
     Kind,
     Record,
@@ -19,8 +20,10 @@ from bento_tasks.policy import (
     backoff_delay,
     copy_bound,
     decide,
+    decide_held,
     dispatch_room,
     horizon,
+    outage_window,
     rate_interval,
 )
 
@@ -90,11 +93,43 @@ CASES = [
         {},
     ),
     ("retries exhausted dead-letter", e503, replace(FRESH, attempts=40), OUTAGE, Kind.BURY, {}),
-    ("a lost answer waits long", lost, FRESH, OUTAGE, Kind.RETRY, {"unanswered": 1}),
+    ("a lost answer waits long", lost, FRESH, OUTAGE, Kind.RETRY, {"unanswered": 1, "pause": 0}),
     (
-        "a third lost answer in an outage dead-letters",
+        "a third lost answer in an outage holds the batch",
         lost,
         replace(FRESH, unanswered=2),
+        OUTAGE,
+        Kind.RETRY,
+        {"unanswered": 1},
+    ),
+    (
+        "a third lost answer, claimed before Bento last accepted, in an outage since: held, not cut",
+        lost,
+        replace(FRESH, unanswered=2, failed_at=NOW - 50),
+        Health(now=NOW, accepted_at=NOW - 90),
+        Kind.RETRY,
+        {"unanswered": 1},
+    ),
+    (
+        "the same for one event: held, not dead-lettered",
+        lost,
+        single(unanswered=2, failed_at=NOW - 50),
+        Health(now=NOW, accepted_at=NOW - 90),
+        Kind.RETRY,
+        {"unanswered": 1},
+    ),
+    (
+        "a lost answer past the outage window dead-letters",
+        lost,
+        replace(FRESH, unanswered=2, first_failure=NOW - 5100),
+        OUTAGE,
+        Kind.BURY,
+        {"unanswered": 1},
+    ),
+    (
+        "an event cut twice already is dead-lettered, not held",
+        lost,
+        single(unanswered=4, cuts=2),
         OUTAGE,
         Kind.BURY,
         {"unanswered": 1},
@@ -139,6 +174,75 @@ def test_a_failed_attempt_is_recorded():
     again = decide(e503, record, HEALTHY, DEFAULTS).record
     assert (again.attempts, again.isolated, again.first_failure) == (2, 1, NOW)
     assert decide(e503, again, OUTAGE, DEFAULTS).record.isolated == 0  # an outage moment resets the evidence
+
+
+def test_a_batch_at_the_copy_limit_in_an_outage_is_held_whole():
+    """The lost answer reaching BENTO_MAX_UNANSWERED with nothing accepted keeps the batch whole and marks it held."""
+    action = decide(lost, replace(FRESH, unanswered=2), OUTAGE, DEFAULTS)
+    assert (action.record.held, action.record.unanswered, action.record.size) == (True, 3, 1000)
+    assert action.delay >= DEFAULTS.retry_backoff_max / 2 and "held" in action.reason
+
+
+@pytest.mark.parametrize(("silent", "pauses"), [(0, False), (SILENT_OUTAGE - 2, False), (SILENT_OUTAGE - 1, True)])
+def test_a_run_of_lost_answers_pauses_every_worker(silent, pauses):
+    """The SILENT_OUTAGE-th lost answer in a row, nothing accepted, pauses delivery as long as the batch waits."""
+    action = decide(lost, FRESH, replace(OUTAGE, silent=silent), DEFAULTS, rng=random.Random(3))
+    assert action.kind is Kind.RETRY
+    assert action.pause == (action.delay if pauses else 0.0)
+    assert ("Bento looks down" in action.reason) is pauses
+
+
+HELD = replace(FRESH, unanswered=3, attempts=3, held=True, failed_at=NOW - 200, first_failure=NOW - 900)
+
+
+@pytest.mark.parametrize(
+    ("record", "health", "kind", "piece"),
+    [
+        (HELD, Health(now=NOW, accepted_at=NOW - 10), Kind.SPLIT, 32),
+        (replace(HELD, size=1), Health(now=NOW, accepted_at=NOW - 10), Kind.SPLIT, 1),
+        (HELD, Health(now=NOW, accepted_at=NOW - 300), Kind.RETRY, 0),
+        (HELD, Health(now=NOW), Kind.RETRY, 0),
+        (replace(HELD, first_failure=NOW - 5100), Health(now=NOW, accepted_at=NOW - 300), Kind.BURY, 0),
+    ],
+    ids=["accepted since: cut", "one event goes once more", "accepted before: held on", "none accepted", "window over"],
+)
+def test_decide_held_table(record, health, kind, piece):
+    """A held batch is cut once Bento accepted another batch after its last send, held on within the outage window,
+    and dead-lettered after it; it is never posted whole."""
+    action = decide_held(record, health, DEFAULTS, rng=random.Random(0))
+    assert action.kind is kind and action.piece == piece
+    if kind is Kind.BURY:
+        assert action.reason.startswith("unanswered: Bento did not answer 3 times")
+    else:
+        assert action.record.held is (kind is Kind.RETRY)
+
+
+def test_the_outage_window_is_the_shortest_span_of_the_retries():
+    """With the defaults 40 retries take at least 5,055 s (84 minutes); the window follows the settings."""
+    assert outage_window(DEFAULTS) == pytest.approx(5055)
+    assert outage_window(replace(DEFAULTS, max_retries=3)) == pytest.approx(1 + 2 + 4)
+
+
+@pytest.mark.parametrize("accepted_at", [NOW - 500, NOW - 1], ids=["before the batch was claimed", "after"])
+def test_an_outage_of_hangs_dead_letters_nothing_within_its_window(accepted_at):
+    """Every POST unanswered, nothing accepted since Bento's last acceptance (before or after this batch was claimed),
+    shortest jitter: for the outage window the batch is sent at most BENTO_MAX_UNANSWERED times, then held; it is
+    neither cut nor dead-lettered until the window is over."""
+    always_shortest = random.Random()
+    always_shortest.random = lambda: 0.0
+    record, now, sends, silent = FRESH, NOW, 0, 0
+    while now < NOW + outage_window(DEFAULTS) - 1:
+        health = Health(now=now, accepted_at=accepted_at, silent=silent)
+        if record.held:
+            action = decide_held(record, health, DEFAULTS, rng=always_shortest)
+        else:
+            action = decide(lost, record, health, DEFAULTS, rng=always_shortest)
+            sends, silent = sends + 1, silent + 1
+        assert action.kind is Kind.RETRY, (sends, now - NOW)
+        record, now = action.record, now + action.delay
+    assert sends == DEFAULTS.max_unanswered and record.held
+    late = decide_held(record, Health(now=NOW + outage_window(DEFAULTS) + 1), DEFAULTS)
+    assert late.kind is Kind.BURY
 
 
 def test_a_lost_answer_waits_at_least_half_the_backoff_cap():
@@ -200,21 +304,29 @@ def test_copies_of_one_event_never_exceed_the_bound():
         "worker died": lambda r: after_death(r, NOW, settings),
         "refused": lambda r: decide(r422, r, Health(NOW, NOW + 1), settings),
     }
+    # A held batch is never posted: it is only looked at, once Bento accepted others or after the window.
+    held_moves = {
+        "accepted since": lambda r: decide_held(r, Health(NOW, NOW + 1), settings),
+        "window over": lambda r: decide_held(r, Health(NOW + 1e6, NOW - 1e6), settings),
+    }
 
     @functools.cache
-    def most_copies(size: int, unanswered: int, deaths: int) -> int:
-        record = Record(size=size, created=NOW, unanswered=unanswered, deaths=deaths)
-        best = 1  # accepted now: one copy
-        for name, move in moves.items():
+    def most_copies(size: int, unanswered: int, deaths: int, cuts: int = 0, held: bool = False) -> int:
+        record = Record(size, NOW, unanswered=unanswered, deaths=deaths, cuts=cuts, first_failure=NOW, held=held)
+        best = 0 if held else 1  # accepted now: one copy
+        for name, move in (held_moves if held else moves).items():
             action = move(record)
-            copy = 0 if name == "refused" else 1  # a refusal is an answer: Bento has no copy
+            # a refusal is an answer (Bento has no copy), and a held batch is not sent
+            copy = 0 if name == "refused" or held else 1
             if action.kind is Kind.BURY:
                 best = max(best, copy)
             elif action.kind is Kind.SPLIT:
                 inherited = action.record
-                best = max(best, copy + most_copies(action.piece, inherited.unanswered, inherited.deaths))
+                pieces = most_copies(action.piece, inherited.unanswered, inherited.deaths, inherited.cuts)
+                best = max(best, copy + pieces)
             else:
-                best = max(best, copy + most_copies(size, action.record.unanswered, action.record.deaths))
+                after = action.record
+                best = max(best, copy + most_copies(size, after.unanswered, after.deaths, after.cuts, after.held))
         return best
 
     worst = most_copies(1000, 0, 0)

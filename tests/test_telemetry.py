@@ -128,6 +128,7 @@ def test_metric_families_from_a_snapshot():
         "in_flight": 2,
         "dead": 1,
         "batches_in_flight": 1,
+        "batches_held": 1,
         "delivered": 10,
         "failed": 1,
         "batches_delivered": 2,
@@ -143,6 +144,7 @@ def test_metric_families_from_a_snapshot():
     assert found["bento_tasks_paused"].samples[0].value == 1
     assert found["bento_tasks_pause_remaining_seconds"].samples[0].value == pytest.approx(60)
     assert found["bento_tasks_oldest_queued_age_seconds"].samples[0].value == 0
+    assert found["bento_tasks_held_batches"].samples[0].value == 1
     buckets = {s.labels["le"]: s.value for s in found["bento_tasks_post_duration_seconds"].samples if "le" in s.labels}
     assert (buckets["0.05"], buckets["0.5"], buckets["1.0"], buckets["+Inf"]) == (1, 1, 2, 2)
     later = {f.name: f for f in families({**status, "outbox": 4, "last_flush_age": 2.5}, counters, now)}
