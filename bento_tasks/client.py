@@ -5,7 +5,7 @@ code's handling is tested without a network; ``post_events`` is the thin I/O bet
 
 Every POST has a wall-clock deadline (``Settings.post_deadline``: connect, send and the
 whole answer). requests has only per-read timeouts, so an answer trickling in a byte at a
-time would never trip them and could outlive the batch's lease; a watchdog timer shuts the
+time would never trip them and could outlive the batch's lease; a watchdog thread shuts the
 request's socket down at the deadline instead, which wakes the blocked read at once.
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import heapq
+import itertools
 import json
 import math
 import os
@@ -149,11 +151,9 @@ class _Deadline:
         self.seconds = seconds
         self.expired = False
         self.connected = False
+        self.finished = False
         self._connection: HTTPConnection | None = None
-        self._finished = False
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def watch(self, connection: HTTPConnection, connected: bool) -> None:
         with self._lock:
@@ -162,10 +162,10 @@ class _Deadline:
             if self.expired:  # the deadline passed while connecting
                 _cut(connection)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         # Under the lock, so a POST that has just finished never has its (pooled) connection cut.
         with self._lock:
-            if self._finished:
+            if self.finished:
                 return
             self.expired = True
             if self._connection is not None:
@@ -173,14 +173,69 @@ class _Deadline:
 
     def __enter__(self) -> _Deadline:
         _active.deadline = self
-        self._timer.start()
+        _watchdog.watch(self, time.monotonic() + self.seconds)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         _active.deadline = None
         with self._lock:
-            self._finished = True
-        self._timer.cancel()
+            self.finished = True
+
+
+class _Watchdog:
+    """One daemon thread per process that expires the POSTs' deadlines.
+
+    Not a ``threading.Timer`` per POST: starting a thread for every batch cost about 5% of the
+    drain rate (bench, 100,000 events). A finished POST stays in the heap until it reaches the
+    top, where the next ``watch`` or wake-up drops it without waiting for its time.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()  # ties on the time never compare two _Deadlines
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: _Deadline, at: float) -> None:
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bento-tasks-post-deadline", daemon=True)
+                self._thread.start()
+            self._drop_finished()
+            heapq.heappush(self._due, (at, next(self._order), deadline))
+            if self._due[0][2] is deadline:  # due before the one the thread waits for
+                self._changed.notify()
+
+    def _drop_finished(self) -> None:
+        while self._due and self._due[0][2].finished:
+            heapq.heappop(self._due)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._drop_finished()
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                _, _, due = heapq.heappop(self._due)
+            due.expire()
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog_after_fork() -> None:
+    # A forked child (Celery's prefork pool) has no copy of the parent's thread, and maybe a copy of a held lock.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_watchdog_after_fork)
 
 
 def _cut(connection: HTTPConnection) -> None:

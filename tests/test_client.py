@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bento_tasks import __version__
+from bento_tasks import __version__, client
 from bento_tasks.client import Verdict, build_post, classify, parse_retry_after, post_events
 from bento_tasks.conf import Settings
 
@@ -137,6 +139,35 @@ def test_a_trickling_answer_is_cut_off_at_the_deadline(fake, headers):
     assert outcome.verdict is Verdict.UNANSWERED and "within 1.5s" in outcome.detail
     fake.trickle(0)
     assert post_events(settings, EVENTS).verdict is Verdict.DELIVERED  # the cut connection is not reused
+
+
+def test_one_watchdog_thread_serves_every_post_and_cuts_the_late_one(fake):
+    """Deadlines are kept by one thread per process, not a thread per POST: after 50 quick POSTs and a trickling one,
+    one watchdog thread exists and it cut the trickle; finished POSTs do not pile up waiting for their time."""
+    settings = _settings_for(fake, timeout=1.0, connect_timeout=0.5)
+    for _ in range(50):
+        assert post_events(settings, EVENTS).verdict is Verdict.DELIVERED
+    fake.trickle(5)  # a byte every ~0.3 s: no read times out, only the 1.5 s deadline ends it
+    outcome = post_events(settings, EVENTS)
+    assert outcome.verdict is Verdict.UNANSWERED and "within 1.5s" in outcome.detail
+    watchdogs = [t for t in threading.enumerate() if t.name == "bento-tasks-post-deadline"]
+    assert len(watchdogs) == 1 and watchdogs[0].daemon
+    assert len(client._watchdog._due) <= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the case under test
+def test_a_forked_child_gets_a_watchdog_of_its_own(fake):
+    """A pool child forked after the parent posted (Celery's prefork) still has its trickling POST cut off."""
+    settings = _settings_for(fake, timeout=0.5, connect_timeout=0.5)
+    assert post_events(settings, EVENTS).verdict is Verdict.DELIVERED  # the parent's watchdog thread runs
+    fake.trickle(3)  # a byte every ~0.2 s: no read times out, only the 1 s deadline ends it
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the deadline cut its POST
+        outcome = post_events(settings, EVENTS)
+        os._exit(0 if outcome.verdict is Verdict.UNANSWERED and "within 1s" in outcome.detail else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_slow_but_complete_answer_within_the_deadline_is_delivered(fake):
