@@ -16,6 +16,7 @@ import enum
 import heapq
 import itertools
 import json
+import logging
 import math
 import os
 import socket
@@ -33,6 +34,8 @@ from urllib3.poolmanager import PoolManager
 
 from . import __version__
 from .conf import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class Verdict(enum.Enum):
@@ -141,7 +144,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, events: int, 
 class _Deadline:
     """Cuts one POST off at a wall-clock deadline, in whatever phase it is (send, headers, body).
 
-    The connection classes below report the connection a request uses; at the deadline the timer
+    The connection classes below report the connection a request uses; at the deadline the watchdog
     shuts its socket down (the blocked read then fails at once) unless the POST has finished.
     ``connected`` tells whether the request may have reached Bento: a failure before that point
     (refused, connect timeout, TLS handshake) certainly did not.
@@ -172,14 +175,15 @@ class _Deadline:
                 _cut(self._connection)
 
     def __enter__(self) -> _Deadline:
-        _active.deadline = self
         _watchdog.watch(self, time.monotonic() + self.seconds)
+        _active.deadline = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         _active.deadline = None
         with self._lock:
             self.finished = True
+            self._connection = None  # the watchdog may hold this deadline a while: not the connection too
 
 
 class _Watchdog:
@@ -198,9 +202,10 @@ class _Watchdog:
 
     def watch(self, deadline: _Deadline, at: float) -> None:
         with self._changed:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="bento-tasks-post-deadline", daemon=True)
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._run, name="bento-tasks-post-deadline", daemon=True)
+                thread.start()
+                self._thread = thread
             self._drop_finished()
             heapq.heappush(self._due, (at, next(self._order), deadline))
             if self._due[0][2] is deadline:  # due before the one the thread waits for
@@ -219,10 +224,14 @@ class _Watchdog:
                     continue
                 wait = self._due[0][0] - time.monotonic()
                 if wait > 0:
-                    self._changed.wait(wait)
+                    self._changed.wait(min(wait, threading.TIMEOUT_MAX))
                     continue
                 _, _, due = heapq.heappop(self._due)
-            due.expire()
+            try:
+                due.expire()
+            except Exception:
+                # One POST not cut off must not leave every later POST of this process without a deadline.
+                logger.exception("bento_tasks: could not cut off a POST at its deadline")
 
 
 _watchdog = _Watchdog()
@@ -239,8 +248,9 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 
 def _cut(connection: HTTPConnection) -> None:
-    sock = connection.sock
-    if sock is None:
+    # urllib3 wraps TLS to an https Bento inside a TLS proxy tunnel in an SSLTransport over the real socket.
+    sock = getattr(connection.sock, "socket", connection.sock)
+    if not isinstance(sock, socket.socket):
         return
     try:
         # socket.socket's own shutdown, also for an SSLSocket: its override would tear down the TLS

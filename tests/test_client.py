@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -163,11 +164,45 @@ def test_a_forked_child_gets_a_watchdog_of_its_own(fake):
     assert post_events(settings, EVENTS).verdict is Verdict.DELIVERED  # the parent's watchdog thread runs
     fake.trickle(3)  # a byte every ~0.2 s: no read times out, only the 1 s deadline ends it
     pid = os.fork()
-    if pid == 0:  # the child: exit status 0 only if the deadline cut its POST
-        outcome = post_events(settings, EVENTS)
-        os._exit(0 if outcome.verdict is Verdict.UNANSWERED and "within 1s" in outcome.detail else 1)
+    if pid == 0:  # the child: exit status 0 only if the deadline cut its POST; it never returns into pytest
+        try:
+            outcome = post_events(settings, EVENTS)
+            os._exit(0 if outcome.verdict is Verdict.UNANSWERED and "within 1s" in outcome.detail else 1)
+        finally:
+            os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_watchdog_outlives_a_deadline_it_could_not_cut(fake, caplog):
+    """A deadline whose cut raises is logged, and the same watchdog thread still cuts the next trickling POST."""
+
+    class Broken(client._Deadline):
+        def expire(self) -> None:
+            raise RuntimeError("cannot cut")
+
+    with Broken(0.01):
+        time.sleep(0.3)
+    assert "could not cut off a POST" in caplog.text
+    fake.trickle(5)
+    outcome = post_events(_settings_for(fake, timeout=1.0, connect_timeout=0.5), EVENTS)
+    assert outcome.verdict is Verdict.UNANSWERED and "within 1.5s" in outcome.detail
+
+
+def test_the_cut_reaches_the_socket_under_a_tls_proxy_tunnel():
+    """Through an https proxy urllib3 wraps TLS in an SSLTransport: the cut shuts down the socket underneath."""
+    ours, peer = socket.socketpair()
+
+    class Transport:  # what urllib3's SSLTransport exposes: the socket it wraps
+        socket = ours
+
+    class Connection:
+        sock = Transport()
+
+    client._cut(Connection())
+    assert peer.recv(1) == b""  # our side shut down: the peer reads end-of-stream
+    ours.close()
+    peer.close()
 
 
 def test_a_slow_but_complete_answer_within_the_deadline_is_delivered(fake):
