@@ -359,6 +359,7 @@ class _BytesRedis(Protocol):
     def rpush(self, name: str, *values: bytes | str) -> int: ...
     def set(self, name: str, value: bytes | str) -> bool | None: ...
     def time(self) -> tuple[int, int]: ...
+    def zrange(self, name: str, start: int, end: int) -> list[bytes]: ...
     def zrangebyscore(
         self, name: str, min: float | str, max: float | str, start: int | None = None, num: int | None = None
     ) -> list[bytes]: ...
@@ -520,11 +521,13 @@ class Buffer:
         dispatched, deferred = pipe.zcard(self.inflight_key).zcard(self.deferred_key).execute()
         return dispatched, deferred
 
-    def held_batches(self) -> int:
-        """How many claimed batches are held (``policy.decide_held``): they wait for an accepted batch, not for room."""
+    def held_deferred(self) -> int:
+        """How many deferred batches are held (``policy.decide_held``): they wait for an accepted batch, not room.
+
+        A held batch waits in the deferred set between looks; during a look (a moment) it counts as dispatched.
+        """
+        ids = self.redis.zrange(self.deferred_key, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
-        dispatched, deferred = pipe.zrange(self.inflight_key, 0, -1).zrange(self.deferred_key, 0, -1).execute()
-        ids = [*dispatched, *deferred]
         for batch_id in ids:
             pipe.hget(self.meta_key(batch_id.decode()), "held")
         return sum(1 for flag in pipe.execute() if flag == b"1") if ids else 0

@@ -137,15 +137,16 @@ def decide(
         # Bento may have these events already: wait long before sending them again.
         wait = max(backoff_delay(settings, failed.attempts - 1, rng=rng), backoff_delay(settings, 64, rng=rng))
         silent = health.silent + 1
+        down = silent >= SILENT_OUTAGE
         # Bento answers no one: hold every worker, after which one attempt at a time probes it (BEGIN).
-        pause = wait if silent >= SILENT_OUTAGE else 0.0
+        pause = wait if down else 0.0
         reason = outcome.detail
-        if silent >= SILENT_OUTAGE:
+        if down:
             reason = f"{silent} attempts in a row got no answer, nothing accepted: Bento looks down ({reason})"
         if _at_copy_limit(failed, settings):
             # Only an acceptance since this batch's previous send tells a batch Bento chokes on from an outage
             # that began after a neighbour's last accepted batch.
-            fresh = health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created)
+            fresh = _accepted_since_last_send(record, health)
             if fresh and record.size > 1:
                 reason = f"no answer {failed.unanswered} times while Bento accepted other batches"
                 return _isolate(failed, settings, reason, unanswered=1)
@@ -166,7 +167,7 @@ def decide(
             return Action(Kind.SPLIT, failed, piece=-(-record.size // 2), reason=reason)
         # One event is dead-lettered only on fresh evidence: an outage that began after a neighbour's
         # last accepted batch must not bury a quiet site's single events.
-        if health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created):
+        if _accepted_since_last_send(record, health):
             reason = f"Bento failed this event {failed.isolated} times {ISOLATED}: {outcome.detail}"
             return Action(Kind.BURY, failed, reason=reason)
     if failed.attempts > settings.max_retries:
@@ -210,7 +211,7 @@ def decide_held(record: Record, health: Health, settings: Settings, rng: random.
     after its first failure (as a batch failing with 5xx answers retries for that long): then it is
     dead-lettered.
     """
-    if health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created):
+    if _accepted_since_last_send(record, health):
         reason = f"held after {record.unanswered} unanswered attempts; Bento accepts batches again"
         return _isolate(replace(record, held=False), settings, reason)
     if not _may_hold(record, health.now, settings):
@@ -262,6 +263,11 @@ def _failed(outcome: Outcome, record: Record, health: Health) -> Record:
         last_status=outcome.status,
         last_detail=outcome.detail,
     )
+
+
+def _accepted_since_last_send(record: Record, health: Health) -> bool:
+    """Fresh evidence that Bento answers: it accepted a batch after this one was last sent (or claimed)."""
+    return health.accepted_at is not None and health.accepted_at > (record.failed_at or record.created)
 
 
 def _at_copy_limit(record: Record, settings: Settings) -> bool:

@@ -182,7 +182,8 @@ def flush_events() -> dict[str, int]:
     # Deferred batches still hold room (an outage must not claim the whole backlog), but only batches
     # dispatched hold back a partial one (one failing batch must not stall a quiet site's events).
     # Held batches hold none: they wait for another batch to be accepted, which needs room to be sent.
-    room = dispatch_room(settings, dispatched + deferred - buffer.held_batches())
+    held = buffer.held_deferred() if deferred else 0  # no round trip while nothing waits (a healthy drain)
+    room = dispatch_room(settings, dispatched + deferred - held)
     busy = dispatched + counts["released"]
     # A tick never runs past the next one, however deep the backlog.
     deadline = time.monotonic() + settings.flush_interval
