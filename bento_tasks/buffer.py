@@ -330,18 +330,13 @@ class _BytesPipeline(Protocol):
     """Commands queue on the pipeline and return it; ``execute`` returns their replies in order."""
 
     def execute(self) -> list[Any]: ...
-    def expire(self, name: str, time: int) -> _BytesPipeline: ...
     def get(self, name: str) -> _BytesPipeline: ...
     def hget(self, name: str, key: str) -> _BytesPipeline: ...
     def hgetall(self, name: str) -> _BytesPipeline: ...
-    def hincrby(self, name: str, key: str, amount: int = 1) -> _BytesPipeline: ...
-    def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> _BytesPipeline: ...
     def hmget(self, name: str, keys: str, *args: str) -> _BytesPipeline: ...
     def lindex(self, name: str, index: int) -> _BytesPipeline: ...
     def llen(self, name: str) -> _BytesPipeline: ...
-    def lpush(self, name: str, *values: bytes | str) -> _BytesPipeline: ...
     def lrange(self, name: str, start: int, end: int) -> _BytesPipeline: ...
-    def ltrim(self, name: str, start: int, end: int) -> _BytesPipeline: ...
     def time(self) -> _BytesPipeline: ...
     def unlink(self, *names: str) -> _BytesPipeline: ...
     def zcard(self, name: str) -> _BytesPipeline: ...
@@ -405,6 +400,7 @@ class Buffer:
         self._release = register(scripts.RELEASE)
         self._resume = register(scripts.RESUME)
         self._replay = register(scripts.REPLAY)
+        self._record_post = register(scripts.RECORD_POST)
         self._record_depth = register(scripts.RECORD_DEPTH)
         self._remove_letters = register(scripts.REMOVE_LETTERS)
         self._relay = register(scripts.RELAY)
@@ -838,8 +834,8 @@ class Buffer:
     def record_post(self, sample: telemetry.PostSample, now: float | None = None) -> None:
         """Count one POST: counters and histogram, this minute's series, the recent POSTs list.
 
-        One MULTI round trip, by the post task after each POST. The minute comes from this host's
-        clock: a few seconds of skew moves a sample to the next minute of a chart, nothing more.
+        One script (scripts.RECORD_POST), by the post task after each POST. The minute comes from this
+        host's clock: a few seconds of skew moves a sample to the next minute of a chart, nothing more.
         """
         now = time.time() if now is None else now
         minute_key = self._minute_prefix + str(telemetry.minute_of(now))
@@ -852,16 +848,12 @@ class Buffer:
             "failed": sample.failed,
             "action": sample.action,
         }
-        pipe = self.redis.pipeline(transaction=True)
-        for name, increment in sample.counter_increments().items():
-            pipe.hincrby(self.metrics_key, name, increment)
-        pipe.hincrbyfloat(self.metrics_key, "duration_sum", sample.seconds)
-        for name, increment in sample.minute_increments().items():
-            pipe.hincrby(minute_key, name, increment)
-        pipe.expire(minute_key, telemetry.SERIES_TTL)
-        pipe.lpush(self.posts_key, json.dumps(post, separators=(",", ":")))
-        pipe.ltrim(self.posts_key, 0, telemetry.RECENT_POSTS - 1)
-        pipe.execute()
+        counters = sample.counter_increments()
+        args: list[str | float] = [sample.seconds, telemetry.SERIES_TTL, telemetry.RECENT_POSTS]
+        args += [json.dumps(post, separators=(",", ":")), len(counters)]
+        for name, increment in (*counters.items(), *sample.minute_increments().items()):
+            args += [name, increment]
+        self._record_post(keys=[self.metrics_key, minute_key, self.posts_key], args=args)
 
     def record_dead_lettered(self, count: int) -> None:
         """Count events dead-lettered without a POST (invalid before posting)."""

@@ -7,7 +7,7 @@ import decimal
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .exceptions import InvalidEvent, flatten_errors
@@ -111,7 +111,21 @@ def _refuse_constant(name: str) -> None:
 
 
 # One decoder for every entry: json.loads(raw, parse_constant=...) would build a new one per call.
-_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_decode = _decoder.decode
+# JSONDecoder.__init__ sets it (json.scanner.make_scanner(self)); typeshed does not declare it.
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+
+
+def _decode_entry(text: str) -> Any:
+    """``_decode``, a third cheaper for the usual entry (compact JSON, as ``encode_event`` writes it): its C
+    scanner reads one value from the start, and if that value ends exactly at the entry's end, that is what
+    ``_decode`` would return. Anything else (surrounding whitespace, an error) goes through ``_decode``."""
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError):
+        return _decode(text)
+    return value if end == len(text) else _decode(text)
 
 
 def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], list[tuple[bytes, str]]]:
@@ -132,7 +146,7 @@ def split_valid(raws: Iterable[bytes], max_bytes: int) -> tuple[list[bytes], lis
             continue
         try:
             # Strictly UTF-8 (json.loads would also take UTF-16 or a BOM): entries are joined into one UTF-8 body.
-            decoded.append(_decode(raw.decode()))
+            decoded.append(_decode_entry(raw.decode()))
         except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
             rejected.append((raw, reason_text({"_event": [f"not valid UTF-8 JSON ({exc})"]})))
             continue

@@ -9,8 +9,10 @@ import pickle
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bento_tasks.events import build_event, encode_event, mask_email, split_valid
+from bento_tasks.events import _decode, _decode_entry, build_event, encode_event, mask_email, split_valid
 from bento_tasks.exceptions import InvalidEvent
 
 LIMIT = 64 * 1024
@@ -139,6 +141,33 @@ def test_split_valid_keeps_valid_entries_byte_for_byte():
     assert "email" in reasons[entries[3]]
     assert "BENTO_MAX_EVENT_BYTES" in reasons[entries[4]]
     assert "NaN" in reasons[entries[5]]
+
+
+def _outcome(decode, text):
+    try:
+        return "value", decode(text)
+    except (ValueError, RecursionError) as exc:
+        return "error", type(exc)
+
+
+json_texts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+).map(lambda value: json.dumps(value, separators=(",", ":")))
+# Valid JSON, then the same cut short, padded, doubled or joined: where a scan from the start could stop early.
+entries = json_texts | st.builds(
+    lambda text, cut, pad: (pad + text[:cut] + pad, text + "," + text, text + text)[cut % 3],
+    json_texts,
+    st.integers(0, 20),
+    st.sampled_from(["", " ", "\n", "\t "]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(entries)
+def test_an_entry_decodes_as_the_plain_decoder_would(text):
+    """The scanner shortcut gives exactly the plain decoder's value, or fails where it fails."""
+    assert _outcome(_decode_entry, text) == _outcome(_decode, text)
 
 
 def test_mask_email_hides_the_local_part():

@@ -18,6 +18,7 @@ import requests
 import urllib3
 
 from bento_tasks.testing import FakeBento
+from bento_tasks.testing.rules import is_rfc3339
 
 EVENT = {"type": "$signup", "email": "jesse@example.com"}
 
@@ -236,6 +237,30 @@ def test_bad_event_is_400_naming_field(fake: FakeBento, event: Any, field: str) 
     response = post(fake, {"events": [event]})
     assert response.status_code == 400
     assert field in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("date", "valid"),
+    [
+        ("2024-02-29T23:59:59Z", True),
+        ("2024-05-01t10:00:00.123456789z", True),
+        ("2016-12-31T23:59:60Z", True),  # a leap second
+        ("2024-05-01T10:00:00-23:59", True),
+        ("2023-02-29T10:00:00Z", False),
+        ("2024-04-31T10:00:00Z", False),
+        ("2024-13-01T10:00:00Z", False),
+        ("0000-01-01T10:00:00Z", False),
+        ("2024-05-01T24:00:00Z", False),
+        ("2024-05-01T10:60:00Z", False),
+        ("2024-05-01T10:00:61Z", False),
+        ("2024-05-01T10:00:00+24:00", False),
+        ("2024-05-01T10:00:00+02:60", False),
+        ("2024-05-01T10:00:00+0200", False),
+    ],
+)
+def test_dates_are_checked_against_the_calendar_and_clock(date: str, valid: bool) -> None:
+    """A date-time of the right shape must also be a real day, time and offset (leap second allowed)."""
+    assert is_rfc3339(date) is valid
 
 
 def test_fail_queue_then_success(fake: FakeBento) -> None:

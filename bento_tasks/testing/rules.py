@@ -89,9 +89,8 @@ def check_event(index: int, event: object) -> None:
     where = f"events[{index}]"
     if not isinstance(event, dict):
         raise InvalidBody(f"{where} must be an object")
-    unknown = sorted(event.keys() - EVENT_KEYS)
-    if unknown:
-        raise InvalidBody(f"{where} has unknown key(s): {', '.join(unknown)}")
+    if not EVENT_KEYS.issuperset(event):
+        raise InvalidBody(f"{where} has unknown key(s): {', '.join(sorted(event.keys() - EVENT_KEYS))}")
     for key in ("type", "email"):
         value = event.get(key)
         if not isinstance(value, str) or not value:
@@ -114,17 +113,19 @@ def check_event(index: int, event: object) -> None:
 # Bento's OpenAPI description (bentonow/api, bento-api.yaml) types an event's date as
 # `format: date-time`: RFC 3339 section 5.6, date, "T", time, offset ("Z" or +hh:mm).
 _DATE_TIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-]([0-9]{2}):([0-9]{2}))"
 )
 
 
 def is_rfc3339(value: object) -> bool:
-    match = _DATE_TIME.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
+    if not isinstance(value, str) or (match := _DATE_TIME.fullmatch(value)) is None:
         return False
-    year, month, day, hour, minute, second, _, _, sign, off_hour, off_minute = match.groups()
     try:
-        datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59))  # 60: leap second
+        # The calendar and the clock: fromisoformat reads this form on every Python (and checks it in C, where
+        # datetime() from eight int() calls was most of the fake's time per event). Second 60, a leap second,
+        # reads as 59; 61 is refused.
+        datetime.fromisoformat(f"{value[:10]}T{value[11:17]}{value[17:19].replace('60', '59')}")
     except ValueError:
         return False
-    return not sign or (int(off_hour) <= 23 and int(off_minute) <= 59)
+    off_hour, off_minute = match.groups()
+    return off_hour is None or (off_hour <= "23" and off_minute <= "59")
