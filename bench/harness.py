@@ -223,9 +223,10 @@ def collector_paused() -> Iterator[None]:
     The endpoints (FakeBento, SegmentEndpoint) run in this process, on the same two cores as the client
     they time. FakeBento keeps every event it accepts, as dicts (the exactly-once check reads them back),
     and the collector walking that growing heap took about 1.2 µs of CPU per event of a 200,000-event
-    drain (timed with gc.callbacks), CPU the client under test then lacked. Segment's endpoint keeps only
-    strings, which the collector does not walk. Off for every side alike; reference cycles (a few per
-    stack) wait until it is back on.
+    drain (timed with gc.callbacks), CPU the client under test then lacked, and its pauses held up the
+    fake's answers (measured: 66,110 against 76,490 events/s, bench/RESULTS.md). Segment's endpoint keeps only
+    strings, which the collector does not walk: the pause removes a cost only our side paid, a cost of
+    the fixture, not of the client. Reference cycles (a few per stack) wait until it is back on.
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -34,7 +34,7 @@ from .conf import MAX_BATCH_SIZE
 
 # Values that serialize to a JSON scalar: what a flat ``fields`` object may hold.
 _SCALARS = (str, int, float, bool, dt.date, decimal.Decimal, uuid.UUID)
-# The scalar types decoded JSON holds, for ``accepts``: a subset of the above (None included).
+# The scalar types decoded JSON holds, for ``FlatObject.accepts``: the above's JSON ones, and null.
 _JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
@@ -68,6 +68,7 @@ class NonEmptyText(_FastField, ma.String):
 
 
 _USER = validate.Email.USER_REGEX.match
+_LONGEST_DOMAIN = 253  # RFC 1035's limit, in characters
 _DOMAIN = validate.Email.DOMAIN_REGEX.match
 
 
@@ -84,8 +85,9 @@ class EmailAddress(_FastField, ma.Email):
         if type(value) is not str:
             return False
         user, at, domain = value.rpartition("@")
-        # marshmallow 4.0-4.3 also try the domain's IDNA form: a superset, left to deserialize.
-        return at == "@" and _USER(user) is not None and _usual_domain(domain)
+        # marshmallow 4.0 also tries the domain's IDNA form (a superset: left to deserialize). A domain longer
+        # than DNS allows is left to it too, so the cache holds short strings only.
+        return at == "@" and len(domain) <= _LONGEST_DOMAIN and _USER(user) is not None and _usual_domain(domain)
 
 
 class JsonObject(_FastField, ma.Field[Mapping[str, Any]]):

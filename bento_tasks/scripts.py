@@ -420,8 +420,8 @@ return {#items, #events}
 """
 
 # RECORD_POST: count one POST for operators (the post task, after each POST): the cumulative counters and
-# duration histogram, this minute's series, the list of recent POSTs. One script: as a MULTI of nine
-# commands it cost the post task as much client CPU as BEGIN (profiled).
+# duration histogram, this minute's series, the list of recent POSTs. One script: as a MULTI of eight to
+# eleven commands it cost the post task as much client CPU as BEGIN (profiled).
 # KEYS[1] counters hash, KEYS[2] the minute's series hash, KEYS[3] recent POSTs list
 # ARGV[1] the POST's seconds (added to the counters' duration_sum), ARGV[2] seconds the minute is kept,
 # ARGV[3] POSTs the list keeps, ARGV[4] the POST as JSON (pushed on the list), ARGV[5] n, then n (field,

@@ -102,7 +102,7 @@ near_valid = st.fixed_dictionaries(
         "date": dates | scalars,
     },
 )
-# A valid type and address with one doubtful value: its field alone decides the verdict.
+# A valid type and address with doubtful fields, details or date: the verdict turns on those fields' shortcuts.
 one_off = st.fixed_dictionaries(
     {"type": st.just("$signup"), "email": st.just("a@example.com")},
     optional={
@@ -125,6 +125,45 @@ def test_one_event_gets_the_reference_verdict_and_errors(event):
 def test_each_fields_shortcut_gets_the_reference_verdict(event):
     """Each field's ``accepts`` says yes only where marshmallow's field accepts (the rest of the event is valid)."""
     assert EVENT_SCHEMA.validate(event) == REFERENCE.validate(event)
+
+
+class _Text(str):
+    pass
+
+
+class _Object(dict):
+    pass
+
+
+# Values of the types each shortcut looks at, their subclasses, and the rest.
+field_values = st.one_of(
+    values,
+    addresses,
+    dates,
+    st.sampled_from(["", "t", b"t", _Text("a@example.com"), _Text("2024-05-01T10:00:00Z")]),
+    st.dictionaries(keys, values, max_size=3).map(_Object),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(sorted(EVENT_SCHEMA.fields)), field_values)
+def test_a_field_says_yes_only_to_what_it_returns_unchanged(name, value):
+    """Each field's ``accepts`` says yes only where ``deserialize`` takes the value and returns it as it is."""
+    field = EVENT_SCHEMA.fields[name]
+    if field.accepts(value):
+        assert field.deserialize(value) is value
+
+
+def test_the_shortcuts_run_every_validator_their_fields_have():
+    """``accepts`` repeats each field's validators: a validator added to a field must come with a new shortcut."""
+    kinds = {name: [type(v) for v in field.validators] for name, field in EVENT_SCHEMA.fields.items()}
+    assert kinds == {
+        "type": [validate.Length],
+        "email": [validate.Email],
+        "fields": [],
+        "details": [],
+        "date": [],
+    }
 
 
 @settings(max_examples=200, deadline=None)
